@@ -1,0 +1,137 @@
+// Host launcher of the GDN attention kernels: the only C++ that knows about torch tensors.
+// The Python op (gdn_xpu/ops.py) validates the arguments and hands over prepared tensors:
+// per-rank head counts, int32 index tensors, fp32 conv weights [C, W], A_log and dt_bias.
+//
+// Devices: CPU tensors run on the package's own in-order queue on the SYCL CPU device (OpenCL),
+// reading torch's memory in place (the device supports system allocations). XPU tensors run on
+// torch's current XPU queue, passed in as a pointer (torch.xpu.current_stream().sycl_queue);
+// that path is compiled in but unverified on Intel GPU hardware.
+#include "gdn_attention.h"
+
+#include "kernel_library.h"
+
+namespace gdn {
+namespace {
+
+// Never destroyed: at process exit the SYCL runtime may already be torn down.
+sycl::queue &cpu_queue() {
+  static sycl::queue *queue = [] {
+    try {
+      return new sycl::queue{sycl::cpu_selector_v, sycl::property::queue::in_order{}};
+    } catch (const sycl::exception &e) {
+      throw std::runtime_error(
+          std::string("gdn_xpu: no SYCL CPU device (") + e.what() +
+          "). Install Intel's OpenCL CPU runtime in this environment: pip install "
+          "intel-opencl-rt==2026.1.2 intel-cmplr-lib-ur==2026.1.2");
+    }
+  }();
+  return *queue;
+}
+
+int dtype_code(const at::Tensor &t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return 0;
+    case at::kHalf: return 1;
+    case at::kBFloat16: return 2;
+    default: TORCH_CHECK(false, "gdn_xpu: unsupported dtype ", t.scalar_type());
+  }
+}
+
+template <typename T> T *ptr(const at::Tensor &t) { return static_cast<T *>(t.data_ptr()); }
+template <typename T> T *ptr(const std::optional<at::Tensor> &t) {
+  return t.has_value() ? static_cast<T *>(t->data_ptr()) : nullptr;
+}
+
+template <int D, typename... Args>
+void launch(sycl::queue &queue, const sycl::kernel &kernel, const sycl::nd_range<D> &range,
+            const Args &...args) {
+  queue.submit([&](sycl::handler &h) {
+    h.set_args(args...);
+    h.parallel_for(range, kernel);
+  });
+}
+
+// One batch group (non-spec or spec sequences): the recurrent kernel, one work-group per
+// (sequence, v-head).
+struct Group {
+  int32_t num_seqs;
+  const int32_t *query_start_loc, *token_index, *state_index;
+  int32_t state_index_stride;
+  const bool *has_initial_state;
+  const int32_t *num_accepted;
+};
+
+}  // namespace
+
+void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &qkvz,
+                   const at::Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
+                   int64_t head_k_dim, int64_t head_v_dim, at::Tensor &conv_state,
+                   at::Tensor &ssm_state, const at::Tensor &conv_weights,
+                   const std::optional<at::Tensor> &conv_bias, bool use_silu,
+                   const at::Tensor &A_log, const at::Tensor &dt_bias, int64_t num_non_spec_seqs,
+                   int64_t num_spec_seqs, const std::optional<at::Tensor> &has_initial_state,
+                   const std::optional<at::Tensor> &non_spec_query_start_loc,
+                   const std::optional<at::Tensor> &non_spec_token_indx,
+                   const std::optional<at::Tensor> &non_spec_state_indices,
+                   const std::optional<at::Tensor> &spec_query_start_loc,
+                   const std::optional<at::Tensor> &spec_token_indx,
+                   const std::optional<at::Tensor> &spec_state_indices,
+                   const std::optional<at::Tensor> &num_accepted_tokens,
+                   int64_t num_actual_tokens, bool flat_layout, int64_t queue_address) {
+  sycl::queue &queue =
+      queue_address ? *reinterpret_cast<sycl::queue *>(queue_address) : cpu_queue();
+  const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;
+  const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
+                            int(conv_weights.size(1))};
+  const GdnKernels &kernels = kernels_for(queue, config);
+
+  const int32_t flat = flat_layout;
+  const int32_t silu = use_silu;
+  const int64_t qkvz_stride = qkvz.stride(0), ba_stride = ba.stride(0);
+  const int64_t conv_slot_stride = conv_state.stride(0), ssm_slot_stride = ssm_state.stride(0);
+  const int32_t conv_state_rows = conv_state.size(1);
+  const int32_t conv_channels = conv_weights.size(0);
+  const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
+
+  if (num_actual_tokens > 0)
+    launch(queue, kernels.copy_z,
+           sycl::nd_range<2>({size_t(num_actual_tokens), size_t(hv * V)}, {1, size_t(V)}),
+           act_in, qkvz_stride, ptr<char>(z), hk, hv, flat);
+
+  const Group groups[2] = {
+      {int32_t(num_non_spec_seqs), ptr<const int32_t>(non_spec_query_start_loc),
+       ptr<const int32_t>(non_spec_token_indx), ptr<const int32_t>(non_spec_state_indices), 1,
+       ptr<const bool>(has_initial_state), nullptr},
+      {int32_t(num_spec_seqs), ptr<const int32_t>(spec_query_start_loc),
+       ptr<const int32_t>(spec_token_indx), ptr<const int32_t>(spec_state_indices),
+       spec_state_indices ? int32_t(spec_state_indices->size(1)) : 1, nullptr,
+       ptr<const int32_t>(num_accepted_tokens)},
+  };
+  // The recurrent kernels read the conv state as it was before the batch; only then is it
+  // shifted (the queue is in order).
+  const size_t wg = 16 * V / 8;  // LANES * V / ROWS_PER_SG in the kernel source
+  for (const Group &g : groups) {
+    if (g.num_seqs == 0) continue;
+    launch(queue, kernels.recurrent,
+           sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}), act_in,
+           qkvz_stride, ptr<const char>(ba), ba_stride, ptr<char>(core_attn_out),
+           ptr<const char>(conv_state), conv_slot_stride, ptr<const float>(conv_weights),
+           ptr<const float>(conv_bias), silu, ptr<char>(ssm_state), ssm_slot_stride,
+           ptr<const float>(A_log), ptr<const float>(dt_bias), g.query_start_loc,
+           g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
+           g.num_accepted, hk, hv, flat);
+  }
+  const size_t channel_block = 64;
+  const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;
+  for (const Group &g : groups) {
+    if (g.num_seqs == 0) continue;
+    launch(queue, kernels.conv_state_update,
+           sycl::nd_range<2>({size_t(g.num_seqs), channels}, {1, channel_block}), act_in,
+           qkvz_stride, ptr<char>(conv_state), conv_slot_stride, conv_state_rows,
+           g.query_start_loc, g.token_index, g.state_index, g.state_index_stride,
+           g.has_initial_state, g.num_accepted, hk, hv, flat);
+  }
+  if (!queue_address) queue.wait_and_throw();  // CPU tensors are ready when the op returns
+}
+
+}  // namespace gdn

@@ -1,0 +1,110 @@
+#include "kernel_library.h"
+
+#include <dlfcn.h>
+
+#include <map>
+#include <optional>
+#include <mutex>
+#include <stdexcept>
+#include <tuple>
+
+namespace syclexp = sycl::ext::oneapi::experimental;
+
+namespace gdn {
+namespace {
+
+const char *dtype_name(int code) { return code == 0 ? "f32" : code == 1 ? "f16" : "bf16"; }
+
+std::mutex &library_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+void *aot_library = nullptr;
+
+// The AOT loader of one configuration: bool gdn_load_aot_<config>(ctx*, dev*, out*).
+std::optional<GdnKernels> load_aot(const sycl::context &ctx, const sycl::device &dev,
+                                   const KernelConfig &config) {
+  std::optional<GdnKernels> kernels;
+  if (!aot_library) return kernels;
+  using Loader = bool (*)(const sycl::context *, const sycl::device *, std::optional<GdnKernels> *);
+  auto loader =
+      reinterpret_cast<Loader>(dlsym(aot_library, ("gdn_load_aot_" + config.name()).c_str()));
+  if (loader) loader(&ctx, &dev, &kernels);
+  return kernels;
+}
+
+std::string &kernel_source() {
+  static std::string source;
+  return source;
+}
+
+int builds = 0;
+
+GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev,
+                               const KernelConfig &config) {
+  if (kernel_source().empty())
+    throw std::runtime_error("gdn_xpu: kernel source not set (import gdn_xpu first)");
+  try {
+    auto source = syclexp::create_kernel_bundle_from_source(
+        ctx, syclexp::source_language::sycl, kernel_source());
+    auto exe = syclexp::build(source, std::vector<sycl::device>{dev},
+                              syclexp::properties{syclexp::build_options{config.build_options()}});
+    ++builds;
+    const std::string suffix = "_" + config.name();
+    return {exe.ext_oneapi_get_kernel("gdn_recurrent" + suffix),
+            exe.ext_oneapi_get_kernel("gdn_conv_state_update" + suffix),
+            exe.ext_oneapi_get_kernel("gdn_copy_z" + suffix)};
+  } catch (const sycl::exception &e) {
+    throw std::runtime_error("gdn_xpu: compiling the GDN kernels (" + config.name() + ") for " +
+                             dev.get_info<sycl::info::device::name>() + " failed:\n" + e.what());
+  }
+}
+
+}  // namespace
+
+std::string KernelConfig::name() const {
+  return std::string(dtype_name(act_dtype)) + "_" + dtype_name(state_dtype) + "_k" +
+         std::to_string(head_k_dim) + "_v" + std::to_string(head_v_dim) + "_w" +
+         std::to_string(conv_width);
+}
+
+std::vector<std::string> KernelConfig::build_options() const {
+  return {"-DGDN_ACT=" + std::to_string(act_dtype), "-DGDN_STATE=" + std::to_string(state_dtype),
+          "-DGDN_K=" + std::to_string(head_k_dim), "-DGDN_V=" + std::to_string(head_v_dim),
+          "-DGDN_W=" + std::to_string(conv_width), "-DGDN_SUFFIX=" + name()};
+}
+
+void set_aot_library(const std::string &path) {
+  std::lock_guard<std::mutex> lock(library_mutex());
+  aot_library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!aot_library)
+    throw std::runtime_error("gdn_xpu: cannot load " + path + ": " + dlerror());
+}
+
+void set_kernel_source(const std::string &source) {
+  std::lock_guard<std::mutex> lock(library_mutex());
+  kernel_source() = source;
+}
+
+int jit_build_count() {
+  std::lock_guard<std::mutex> lock(library_mutex());
+  return builds;
+}
+
+const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config) {
+  // Kernels belong to a context: key on context, device and configuration. std::map keeps
+  // references stable; the lock also makes concurrent first calls build once.
+  using Key = std::tuple<size_t, size_t, std::string>;
+  static auto &cache = *new std::map<Key, GdnKernels>;  // never destroyed, as the queue
+  std::lock_guard<std::mutex> lock(library_mutex());
+  const Key key{std::hash<sycl::context>{}(queue.get_context()),
+                std::hash<sycl::device>{}(queue.get_device()), config.name()};
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second;
+  std::optional<GdnKernels> kernels = load_aot(queue.get_context(), queue.get_device(), config);
+  if (!kernels) kernels.emplace(compile_from_source(queue.get_context(), queue.get_device(), config));
+  return cache.emplace(key, std::move(*kernels)).first->second;
+}
+
+}  // namespace gdn

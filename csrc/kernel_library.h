@@ -1,0 +1,46 @@
+// Where the GDN kernels come from: an ahead-of-time build when the package has one for the
+// configuration and device, otherwise the kernel source compiled at run time for the queue's device.
+// Compiled kernels are kept for the life of the process, per device and configuration.
+#pragma once
+
+#include <sycl/sycl.hpp>
+
+#include <optional>
+
+#include <string>
+#include <vector>
+
+namespace gdn {
+
+// The element types and sizes a kernel build is specialised for (-D options of the source).
+struct KernelConfig {
+  int act_dtype;    // 0 fp32, 1 fp16, 2 bf16 (qkvz, ba, outputs, conv state)
+  int state_dtype;  // 0 fp32, 2 bf16 (ssm state)
+  int head_k_dim;
+  int head_v_dim;
+  int conv_width;
+
+  std::string name() const;                  // also the kernel name suffix
+  std::vector<std::string> build_options() const;
+};
+
+struct GdnKernels {
+  sycl::kernel recurrent;
+  sycl::kernel conv_state_update;
+  sycl::kernel copy_z;
+};
+
+// Path of libgdn_xpu_aot.so (built by setup.py with icpx when GDN_XPU_AOT=1), or "".
+void set_aot_library(const std::string &path);
+
+// The text of csrc/kernels/gdn_kernels.sycl, handed over once by the Python package.
+void set_kernel_source(const std::string &source);
+
+// The kernels for this queue's device and configuration; compiles on first use.
+// Throws std::runtime_error carrying the device compiler's log when the build fails.
+const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config);
+
+// Number of run-time builds done by this process (cold-start accounting in benchmarks).
+int jit_build_count();
+
+}  // namespace gdn

@@ -1,0 +1,59 @@
+"""The SYCL runtime behind the ops: environment set-up and the lazily loaded host extension.
+
+Importing gdn_xpu never touches a device; the extension is loaded, and its device found, at the
+first kernel call, so a missing runtime is an error at first use that says what to install.
+"""
+
+import os
+import sys
+import threading
+from importlib import resources
+from pathlib import Path
+
+_lock = threading.Lock()
+_extension = None
+
+
+def _point_opencl_loader_at_cpu_runtime():
+    # intel-opencl-rt's ICD file names a placeholder path; name the library it installed
+    # before libsycl (and through it the OpenCL ICD loader) first looks for platforms.
+    cpu_runtime = Path(sys.prefix) / "lib" / "libintelocl.so"
+    if "OCL_ICD_FILENAMES" not in os.environ and cpu_runtime.exists():
+        os.environ["OCL_ICD_FILENAMES"] = str(cpu_runtime)
+
+
+_point_opencl_loader_at_cpu_runtime()
+
+
+def extension():
+    """gdn_xpu._C with the kernel source (and any AOT kernel library) handed over."""
+    global _extension
+    if _extension is not None:
+        return _extension
+    with _lock:
+        if _extension is None:
+            try:
+                from gdn_xpu import _C
+            except ImportError as e:
+                raise ImportError(
+                    "gdn_xpu: the host extension gdn_xpu._C does not load "
+                    f"({e}). It needs the SYCL runtime it was built against: "
+                    "pip install 'gdn-xpu[cpu]' (CPU device) or torch's XPU build (Intel GPU)."
+                ) from e
+            package = resources.files("gdn_xpu")
+            _C.set_kernel_source((package / "kernels" / "gdn_kernels.sycl").read_text())
+            aot_library = package / "libgdn_xpu_aot.so"
+            if aot_library.is_file():
+                _C.set_aot_library(str(aot_library))
+            _extension = _C
+    return _extension
+
+
+def queue_address(device):
+    """Address of the sycl::queue to launch on: 0 (the package's CPU-device queue) for CPU
+    tensors, torch's current XPU queue for XPU tensors (unverified on Intel GPU hardware)."""
+    if device.type == "xpu":
+        import torch
+
+        return int(torch.xpu.current_stream(device).sycl_queue)
+    return 0

@@ -1,0 +1,73 @@
+"""Every torch.library registration of the package, in one place.
+
+- torch.ops.gdn_xpu.gdn_attention: the raw kernel op, with the schema of vllm-xpu-kernels'
+  torch.ops._xpu_C.gdn_attention (a drop-in), for CPU tensors (SYCL CPU device) and XPU tensors.
+- torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op (see gdn_xpu/layer_op.py).
+Both mutate their outputs in place and have fake impls that do nothing, so torch.compile
+traces each call as one opaque node.
+"""
+
+from typing import Optional
+
+import torch
+
+from gdn_xpu import _runtime
+from gdn_xpu.validation import check_gdn_attention_args
+
+GDN_ATTENTION_SCHEMA = (
+    "gdn_attention(Tensor! core_attn_out, Tensor! z, Tensor projected_states_qkvz, "
+    "Tensor projected_states_ba, int num_k_heads, int num_v_heads, int head_k_dim, "
+    "int head_v_dim, Tensor! conv_state, Tensor! ssm_state, Tensor conv_weights, "
+    "Tensor? conv_bias, str activation, Tensor A_log, Tensor dt_bias, int num_prefills, "
+    "int num_decodes, int num_spec_decodes, Tensor? has_initial_state, "
+    "Tensor? non_spec_query_start_loc, Tensor? non_spec_token_indx, "
+    "Tensor? non_spec_state_indices_tensor, Tensor? spec_query_start_loc, "
+    "Tensor? spec_token_indx, Tensor? spec_state_indices_tensor, "
+    "Tensor? num_accepted_tokens, int num_actual_tokens, int tp_size, bool reorder_input) -> ()"
+)
+
+_lib = torch.library.Library("gdn_xpu", "DEF")
+_lib.define(GDN_ATTENTION_SCHEMA)
+
+
+def _int32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(torch.int32).contiguous()
+
+
+def _fp32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(torch.float32).contiguous()
+
+
+def gdn_attention_impl(
+    core_attn_out, z, projected_states_qkvz, projected_states_ba, num_k_heads, num_v_heads,
+    head_k_dim, head_v_dim, conv_state, ssm_state, conv_weights, conv_bias, activation, A_log,
+    dt_bias, num_prefills, num_decodes, num_spec_decodes, has_initial_state,
+    non_spec_query_start_loc, non_spec_token_indx, non_spec_state_indices_tensor,
+    spec_query_start_loc, spec_token_indx, spec_state_indices_tensor, num_accepted_tokens,
+    num_actual_tokens, tp_size, reorder_input,
+) -> None:
+    args = dict(locals())
+    check_gdn_attention_args(**args)
+    extension = _runtime.extension()
+    # The kernels take int32 indices and fp32 parameters (small tensors: cheap to convert).
+    extension.gdn_attention(
+        core_attn_out, z, projected_states_qkvz.contiguous(), projected_states_ba.contiguous(),
+        num_k_heads // tp_size, num_v_heads // tp_size, head_k_dim, head_v_dim,
+        conv_state, ssm_state, _fp32(conv_weights.reshape(conv_weights.shape[0], -1)),
+        _fp32(conv_bias), activation in ("silu", "swish"), _fp32(A_log), _fp32(dt_bias),
+        num_prefills + num_decodes, num_spec_decodes,
+        None if has_initial_state is None else has_initial_state.to(torch.bool).contiguous(),
+        _int32(non_spec_query_start_loc), _int32(non_spec_token_indx),
+        _int32(non_spec_state_indices_tensor), _int32(spec_query_start_loc),
+        _int32(spec_token_indx), _int32(spec_state_indices_tensor),
+        _int32(num_accepted_tokens), num_actual_tokens, reorder_input,
+        _runtime.queue_address(core_attn_out.device),
+    )
+
+
+def gdn_attention_fake(*args, **kwargs) -> None:
+    return None
+
+
+torch.library.impl("gdn_xpu::gdn_attention", ("cpu", "xpu"), gdn_attention_impl, lib=_lib)
+torch.library.register_fake("gdn_xpu::gdn_attention", gdn_attention_fake, lib=_lib)
