@@ -2,16 +2,24 @@
 
 - torch.ops.gdn_xpu.gdn_attention: the raw kernel op, with the schema of vllm-xpu-kernels'
   torch.ops._xpu_C.gdn_attention (a drop-in), for CPU tensors (SYCL CPU device) and XPU tensors.
-- torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op (see gdn_xpu/layer_op.py).
+- torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op. It finds its layer by name in the
+  forward context (gdn_xpu/forward_context.py) and calls the raw op with the layer's weights,
+  cache and metadata, as vLLM's XPU GDN layer does.
 Both mutate their outputs in place and have fake impls that do nothing, so torch.compile
-traces each call as one opaque node.
+traces each call as one opaque node. Without vLLM the layer op is also registered as
+torch.ops.vllm.gdn_attention_core_xpu; with vLLM, the plugin (gdn_xpu/vllm_plugin.py) does that
+through vLLM's own registration, unless vLLM already defines the name.
 """
 
 from typing import Optional
 
 import torch
 
+import importlib.util
+
 from gdn_xpu import _runtime
+from gdn_xpu.forward_context import lookup_layer
+from gdn_xpu.layer import raw_op_args
 from gdn_xpu.validation import check_gdn_attention_args
 
 GDN_ATTENTION_SCHEMA = (
@@ -28,6 +36,11 @@ GDN_ATTENTION_SCHEMA = (
 
 _lib = torch.library.Library("gdn_xpu", "DEF")
 _lib.define(GDN_ATTENTION_SCHEMA)
+GDN_ATTENTION_CORE_SCHEMA = (
+    "gdn_attention_core_xpu(Tensor! core_attn_out, Tensor! z, Tensor projected_states_qkvz, "
+    "Tensor projected_states_ba, str layer_name) -> ()"
+)
+_lib.define(GDN_ATTENTION_CORE_SCHEMA)
 
 
 def _int32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -71,3 +84,51 @@ def gdn_attention_fake(*args, **kwargs) -> None:
 
 torch.library.impl("gdn_xpu::gdn_attention", ("cpu", "xpu"), gdn_attention_impl, lib=_lib)
 torch.library.register_fake("gdn_xpu::gdn_attention", gdn_attention_fake, lib=_lib)
+
+
+def gdn_attention_core_impl(core_attn_out: torch.Tensor, z: torch.Tensor,
+                            projected_states_qkvz: torch.Tensor,
+                            projected_states_ba: torch.Tensor, layer_name: str) -> None:
+    layer, metadata = lookup_layer(layer_name)
+    if metadata is None:
+        # Profiling or dummy run: no batch, no state change, but defined outputs.
+        core_attn_out.zero_()
+        z.zero_()
+        return
+    torch.ops.gdn_xpu.gdn_attention(**raw_op_args(
+        layer, core_attn_out, z, projected_states_qkvz, projected_states_ba, metadata))
+
+
+def gdn_attention_core_fake(core_attn_out, z, projected_states_qkvz, projected_states_ba,
+                            layer_name) -> None:
+    return None
+
+
+torch.library.impl("gdn_xpu::gdn_attention_core_xpu", "CompositeExplicitAutograd",
+                   gdn_attention_core_impl, lib=_lib)
+torch.library.register_fake("gdn_xpu::gdn_attention_core_xpu", gdn_attention_core_fake, lib=_lib)
+
+
+def register_vllm_namespace_alias(lib: torch.library.Library) -> bool:
+    """Define vllm::gdn_attention_core_xpu in `lib` as this package's layer op, unless the name
+    is already defined (vLLM's own XPU build registers it): then vLLM's stays."""
+    if _has_schema("vllm::gdn_attention_core_xpu"):
+        return False
+    lib.define(GDN_ATTENTION_CORE_SCHEMA)
+    torch.library.impl("vllm::gdn_attention_core_xpu", "CompositeExplicitAutograd",
+                       gdn_attention_core_impl, lib=lib)
+    torch.library.register_fake("vllm::gdn_attention_core_xpu", gdn_attention_core_fake, lib=lib)
+    return True
+
+
+def _has_schema(qualname: str) -> bool:
+    try:
+        torch._C._dispatch_find_schema_or_throw(qualname, "")
+        return True
+    except RuntimeError:
+        return False
+
+
+if importlib.util.find_spec("vllm") is None:
+    _vllm_lib = torch.library.Library("vllm", "FRAGMENT")
+    register_vllm_namespace_alias(_vllm_lib)

@@ -1,24 +1,197 @@
-"""Argument checks of the raw op, run before any kernel and before anything is written."""
+"""Argument checks of the raw op, run before any kernel and before anything is written.
+
+Shapes, dtypes, devices and counts are always checked. The values of index tensors (query
+start locations, token indices, cache slots, accepted counts) are checked when they live in
+host memory (the CPU device: no synchronisation); on an XPU reading them costs a device-to-host
+copy, so there they are checked only with GDN_XPU_CHECK_INDICES=1.
+"""
+
+import os
+from typing import Optional
 
 import torch
 
 ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STATE_DTYPES = (torch.float32, torch.bfloat16)
+PARAM_DTYPES = ACT_DTYPES
+ACTIVATIONS = ("silu", "swish", "identity", "none")
+MAX_HEAD_DIM = 256
+
+
+def _fail(message: str, error=ValueError):
+    raise error(f"gdn_attention: {message}")
+
+
+def _shape(name: str, t: torch.Tensor, expected: tuple, form: str) -> None:
+    """expected: ints, or None for a free dimension."""
+    if t.dim() != len(expected) or any(e is not None and s != e for s, e in zip(t.shape, expected)):
+        _fail(f"{name} has shape {tuple(t.shape)}, expected {form}")
+
+
+def _dtype(name: str, t: torch.Tensor, allowed: tuple) -> None:
+    if t.dtype not in allowed:
+        _fail(f"{name} has dtype {t.dtype}, expected one of {', '.join(map(str, allowed))}",
+              TypeError)
+
+
+def _index_tensor(name: str, t: Optional[torch.Tensor], length: int, form: str) -> None:
+    if t is None:
+        _fail(f"{name} is None but the batch counts need it ({form})")
+    if t.dtype not in (torch.int32, torch.int64):
+        _fail(f"{name} has dtype {t.dtype}, expected int32 or int64", TypeError)
+    if t.dim() != 1 or t.shape[0] < length:
+        _fail(f"{name} has shape {tuple(t.shape)}, expected {form}")
+
+
+def check_values_on_device(device: torch.device) -> bool:
+    return device.type == "cpu" or os.environ.get("GDN_XPU_CHECK_INDICES", "0") == "1"
 
 
 def check_gdn_attention_args(**a) -> None:
-    hk, hv = a["num_k_heads"], a["num_v_heads"]
-    tp = a["tp_size"]
+    """Raise ValueError/TypeError naming the first bad argument; touch nothing."""
+    hk_global, hv_global, tp = a["num_k_heads"], a["num_v_heads"], a["tp_size"]
     K, V = a["head_k_dim"], a["head_v_dim"]
-    if tp < 1 or hk % tp or hv % tp:
-        raise ValueError(f"tp_size={tp} must divide num_k_heads={hk} and num_v_heads={hv}")
-    if hv % hk:
-        raise ValueError(f"num_v_heads={hv} must be a multiple of num_k_heads={hk}")
-    if K % 16 or V % 16 or not (16 <= K <= 256 and 16 <= V <= 256):
-        raise ValueError(f"head_k_dim={K}, head_v_dim={V}: supported head dims are multiples "
-                         "of 16 from 16 to 256")
-    qkvz = a["projected_states_qkvz"]
-    if qkvz.dtype not in ACT_DTYPES:
-        raise TypeError(f"projected_states_qkvz: dtype {qkvz.dtype} not in {ACT_DTYPES}")
-    if a["ssm_state"].dtype not in STATE_DTYPES:
-        raise TypeError(f"ssm_state: dtype {a['ssm_state'].dtype} not in {STATE_DTYPES}")
+    if tp < 1:
+        _fail(f"tp_size={tp} must be >= 1")
+    if hk_global < 1 or hk_global % tp or hv_global % tp:
+        _fail(f"tp_size={tp} must divide num_k_heads={hk_global} and num_v_heads={hv_global}")
+    if hv_global % hk_global:
+        _fail(f"num_v_heads={hv_global} must be a multiple of num_k_heads={hk_global}")
+    for name, d in (("head_k_dim", K), ("head_v_dim", V)):
+        if d % 16 or not 16 <= d <= MAX_HEAD_DIM:
+            _fail(f"{name}={d}: supported head dims are multiples of 16 from 16 to {MAX_HEAD_DIM}")
+    if a["activation"] not in ACTIVATIONS:
+        _fail(f"activation={a['activation']!r}, expected one of {ACTIVATIONS}")
+    hk, hv = hk_global // tp, hv_global // tp
+    kd, vd = hk * K, hv * V
+    C = 2 * kd + vd
+
+    qkvz, ba = a["projected_states_qkvz"], a["projected_states_ba"]
+    out, z = a["core_attn_out"], a["z"]
+    conv_state, ssm_state = a["conv_state"], a["ssm_state"]
+    tensors = {name: t for name, t in a.items() if isinstance(t, torch.Tensor)}
+    devices = {t.device for t in tensors.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{n}: {t.device}" for n, t in tensors.items())
+        _fail(f"all tensors must be on one device, got {where}")
+    device = qkvz.device
+    if device.type not in ("cpu", "xpu"):
+        _fail(f"projected_states_qkvz is on {device}; supported devices are cpu and xpu")
+
+    _dtype("projected_states_qkvz", qkvz, ACT_DTYPES)
+    act = qkvz.dtype
+    for name in ("projected_states_ba", "core_attn_out", "z", "conv_state"):
+        if tensors[name].dtype != act:
+            _fail(f"{name} has dtype {tensors[name].dtype}, expected {act} "
+                  "(the dtype of projected_states_qkvz)", TypeError)
+    _dtype("ssm_state", ssm_state, STATE_DTYPES)
+    for name in ("conv_weights", "conv_bias", "A_log", "dt_bias"):
+        if name in tensors:
+            _dtype(name, tensors[name], PARAM_DTYPES)
+
+    n = a["num_actual_tokens"]
+    _shape("projected_states_qkvz", qkvz, (None, C + vd), f"[tokens, {C + vd}] (2*{kd} + 2*{vd})")
+    T = qkvz.shape[0]
+    _shape("projected_states_ba", ba, (T, 2 * hv), f"[{T}, {2 * hv}]")
+    _shape("core_attn_out", out, (None, hv, V), f"[tokens, {hv}, {V}]")
+    _shape("z", z, (None, hv, V), f"[tokens, {hv}, {V}]")
+    if not 0 <= n <= min(T, out.shape[0], z.shape[0]):
+        _fail(f"num_actual_tokens={n} must be within 0..{min(T, out.shape[0], z.shape[0])} "
+              "(the rows of projected_states_qkvz, core_attn_out and z)")
+    weights = a["conv_weights"]
+    if weights.dim() == 3 and weights.shape[1] == 1:
+        weights = weights.squeeze(1)
+    if weights.dim() != 2 or weights.shape[0] != C or not 2 <= weights.shape[1] <= 8:
+        _fail(f"conv_weights has shape {tuple(a['conv_weights'].shape)}, expected [{C}, W] "
+              "or [{C}, 1, W] with 2 <= W <= 8")
+    W = weights.shape[1]
+    if a["conv_bias"] is not None:
+        _shape("conv_bias", a["conv_bias"], (C,), f"[{C}]")
+    _shape("A_log", a["A_log"], (hv,), f"[{hv}]")
+    _shape("dt_bias", a["dt_bias"], (hv,), f"[{hv}]")
+    if conv_state.dim() != 3 or conv_state.shape[2] != C or conv_state.shape[1] < W - 1:
+        _fail(f"conv_state has shape {tuple(conv_state.shape)}, expected [slots, >= {W - 1}, {C}]")
+    slots = conv_state.shape[0]
+    _shape("ssm_state", ssm_state, (slots, hv, V, K), f"[{slots}, {hv}, {V}, {K}] (slots, v-heads, V, K)")
+    for name in ("core_attn_out", "z"):
+        if not tensors[name].is_contiguous():
+            _fail(f"{name} must be contiguous (the kernels write it in place)")
+    for name in ("conv_state", "ssm_state"):  # slots may be strided (vLLM's paged cache)
+        if tensors[name].shape[0] and not tensors[name][0].is_contiguous():
+            _fail(f"{name} must be contiguous within each cache slot (the kernels write it "
+                  "in place); only the slot stride is free")
+
+    nd, np_, ns = a["num_decodes"], a["num_prefills"], a["num_spec_decodes"]
+    if min(nd, np_, ns) < 0:
+        _fail(f"num_decodes={nd}, num_prefills={np_}, num_spec_decodes={ns} must be >= 0")
+    non_spec = nd + np_
+    num_spec = conv_state.shape[1] - (W - 1)
+    if non_spec:
+        _index_tensor("non_spec_query_start_loc", a["non_spec_query_start_loc"], non_spec + 1,
+                      f"[{non_spec + 1}] (num_decodes + num_prefills + 1)")
+        _index_tensor("non_spec_state_indices_tensor", a["non_spec_state_indices_tensor"],
+                      non_spec, f"[{non_spec}]")
+        if a["has_initial_state"] is not None:
+            h = a["has_initial_state"]
+            if h.dim() != 1 or h.shape[0] < non_spec:
+                _fail(f"has_initial_state has shape {tuple(h.shape)}, expected [{non_spec}]")
+        if a["non_spec_token_indx"] is not None:
+            _index_tensor("non_spec_token_indx", a["non_spec_token_indx"], 0, "[tokens]")
+    if ns:
+        if num_spec < 1:
+            _fail(f"num_spec_decodes={ns} needs conv_state with more than W-1={W - 1} rows "
+                  f"(W-1 + num_spec), got {conv_state.shape[1]}")
+        _index_tensor("spec_query_start_loc", a["spec_query_start_loc"], ns + 1, f"[{ns + 1}]")
+        idx = a["spec_state_indices_tensor"]
+        if idx is None or idx.dim() != 2 or idx.shape[0] < ns or idx.shape[1] != num_spec + 1:
+            _fail(f"spec_state_indices_tensor has shape {None if idx is None else tuple(idx.shape)}"
+                  f", expected [{ns}, {num_spec + 1}] (num_spec_decodes, num_spec + 1)")
+        _index_tensor("num_accepted_tokens", a["num_accepted_tokens"], ns, f"[{ns}]")
+        if a["spec_token_indx"] is not None:
+            _index_tensor("spec_token_indx", a["spec_token_indx"], 0, "[tokens]")
+
+    if check_values_on_device(device):
+        _check_index_values(a, n, slots, num_spec, non_spec, ns)
+
+
+def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
+    used_slots: list[torch.Tensor] = []
+
+    def group(prefix, count, slot_tensor, max_len):
+        loc = a[f"{prefix}_query_start_loc"][: count + 1].long().cpu()
+        token_index = a[f"{prefix}_token_indx"]
+        rows = n if token_index is None else token_index.shape[0]
+        if loc[0] != 0 or bool((loc[1:] < loc[:-1]).any()) or loc[-1] > rows:
+            _fail(f"{prefix}_query_start_loc={loc.tolist()} must start at 0, not decrease, and "
+                  f"end at most at {rows} (" + ("num_actual_tokens)" if token_index is None
+                                               else f"the length of {prefix}_token_indx)"))
+        if token_index is not None:
+            used = token_index[: int(loc[-1])].long().cpu()
+            if used.numel() and (used.min() < 0 or used.max() >= n):
+                _fail(f"{prefix}_token_indx values must be rows within 0..{n - 1} "
+                      "(num_actual_tokens)")
+        if max_len is not None and bool(((loc[1:] - loc[:-1]) > max_len).any()):
+            _fail(f"spec sequences have at most num_spec + 1 = {max_len} tokens, got lengths "
+                  f"{(loc[1:] - loc[:-1]).tolist()}")
+        s = slot_tensor.long().cpu()
+        if s.numel() and (s.min() < 0 or s.max() >= slots):
+            _fail(f"{prefix}_state_indices_tensor values must be cache slots within "
+                  f"0..{slots - 1}, got {s.flatten().tolist()}")
+        used_slots.append(s.flatten())
+
+    if non_spec:
+        group("non_spec", non_spec, a["non_spec_state_indices_tensor"][:non_spec], None)
+    if ns:
+        acc = a["num_accepted_tokens"][:ns].long().cpu()
+        if bool((acc < 1).any()) or bool((acc > num_spec + 1).any()):
+            _fail(f"num_accepted_tokens={acc.tolist()} must be within 1..{num_spec + 1} "
+                  "(num_spec + 1)")
+        group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
+    everything = torch.cat(used_slots) if used_slots else torch.empty(0, dtype=torch.long)
+    if everything.numel() != everything.unique().numel():
+        _fail("two sequences of the batch write the same cache slot: state indices "
+              f"{everything.tolist()} must be distinct")
+    if a["non_spec_token_indx"] is not None and a["spec_token_indx"] is not None and ns and non_spec:
+        rows = torch.cat([a["spec_token_indx"].long().cpu(), a["non_spec_token_indx"].long().cpu()])
+        if rows.numel() != rows.unique().numel():
+            _fail("spec_token_indx and non_spec_token_indx must name distinct token rows")
