@@ -13,7 +13,7 @@ import torch
 
 import gdn_xpu  # noqa: F401  (registers the ops)
 from gdn_xpu.compile_report import capture
-from gdn_xpu.model import TinyQwen35, TinyQwen35Config, forward_batch, generate
+from gdn_xpu.model import TinyQwen35, TinyQwen35Config, forward_batch, generate, make_batch
 
 
 def progress(label: str, done: int, total: int) -> None:
@@ -43,8 +43,9 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     model.allocate_caches(len(prompts), 64)
-    with torch.no_grad():
-        report = capture(lambda *a: forward_batch(model, model, prompts, [0] * len(prompts), device))
+    batch = make_batch(prompts, [0] * len(prompts), device)
+    with torch.no_grad(), batch.forward_context(model):
+        report = capture(model, *batch.inputs)
     print(f"  dynamo: {report.graph_count} graph(s), {report.graph_break_count} graph break(s), "
           f"{report.layer_op_calls} gdn_attention_core_xpu node(s) for "
           f"{len(model.gdn_layers())} GDN layers; custom ops in graph: {report.custom_op_calls}")

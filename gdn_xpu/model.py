@@ -204,10 +204,27 @@ def load_hf_weights(model: TinyQwen35, state_dict: dict[str, torch.Tensor]) -> N
                          f"unexpected {unexpected}")
 
 
-def forward_batch(model: TinyQwen35, forward: Callable, tokens: Sequence[Sequence[int]],
-                  context_lens: Sequence[int], device) -> torch.Tensor:
-    """Run one batch (sequence i: new tokens[i] after context_lens[i] cached tokens, in slot i)
-    and return the logits of each sequence's last token, in the caller's order."""
+@dataclasses.dataclass
+class Batch:
+    """One step's model inputs, GDN metadata, and where each sequence's last token is."""
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    token_slots: torch.Tensor
+    metadata: object
+    last_rows: list[int]  # in the caller's sequence order
+
+    @property
+    def inputs(self):
+        return self.input_ids, self.positions, self.token_slots
+
+    def forward_context(self, model: "TinyQwen35"):
+        layers = {l.prefix: l for l in model.gdn_layers()}
+        return set_forward_context({p: self.metadata for p in layers}, layers)
+
+
+def make_batch(tokens: Sequence[Sequence[int]], context_lens: Sequence[int], device) -> Batch:
+    """Sequence i: new tokens[i] after context_lens[i] cached tokens, in cache slot i."""
     plan = build_metadata([len(t) for t in tokens], context_lens, list(range(len(tokens))),
                           device=device)
     ids, positions, slots, last = [], [], [], {}
@@ -216,11 +233,18 @@ def forward_batch(model: TinyQwen35, forward: Callable, tokens: Sequence[Sequenc
         positions += range(context_lens[i], context_lens[i] + len(tokens[i]))
         slots += [i] * len(tokens[i])
         last[i] = len(ids) - 1
-    layers = {l.prefix: l for l in model.gdn_layers()}
-    with set_forward_context({p: plan.metadata for p in layers}, layers):
-        logits = forward(torch.tensor(ids, device=device), torch.tensor(positions, device=device),
-                         torch.tensor(slots, device=device))
-    return logits[[last[i] for i in range(len(tokens))]]
+    as_tensor = lambda values: torch.tensor(values, device=device)  # noqa: E731
+    return Batch(as_tensor(ids), as_tensor(positions), as_tensor(slots), plan.metadata,
+                 [last[i] for i in range(len(tokens))])
+
+
+def forward_batch(model: TinyQwen35, forward: Callable, tokens: Sequence[Sequence[int]],
+                  context_lens: Sequence[int], device) -> torch.Tensor:
+    """Run one step and return the logits of each sequence's last token."""
+    batch = make_batch(tokens, context_lens, device)
+    with batch.forward_context(model):
+        logits = forward(*batch.inputs)
+    return logits[batch.last_rows]
 
 
 @torch.no_grad()
@@ -228,7 +252,7 @@ def generate(model: TinyQwen35, prompts: Sequence[Sequence[int]], max_new_tokens
              forward: Optional[Callable] = None, on_step: Optional[Callable[[int], None]] = None,
              ) -> list[list[int]]:
     """Greedy generation: one prefill of all prompts, then one decode step per new token."""
-    forward = forward or model
+    forward = model if forward is None else forward
     device = model.lm_head.weight.device
     model.allocate_caches(len(prompts), max(map(len, prompts)) + max_new_tokens)
     context = [0] * len(prompts)

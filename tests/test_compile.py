@@ -10,7 +10,7 @@ from gdn_xpu.compile_report import capture
 from gdn_xpu.forward_context import set_forward_context
 from gdn_xpu.layer import GatedDeltaNet
 from gdn_xpu.metadata import build_metadata
-from gdn_xpu.model import TinyQwen35, TinyQwen35Config, forward_batch, generate
+from gdn_xpu.model import TinyQwen35, TinyQwen35Config, forward_batch, generate, make_batch
 
 from batches import assert_close
 
@@ -30,8 +30,9 @@ def prefill_logits(model, forward):
 
 def test_whole_model_traces_with_one_layer_op_per_gdn_layer(model):
     model.allocate_caches(len(PROMPTS), 32)
-    with torch.no_grad():
-        report = capture(lambda: forward_batch(model, model, PROMPTS, [0] * len(PROMPTS), "cpu"))
+    batch = make_batch(PROMPTS, [0] * len(PROMPTS), "cpu")
+    with torch.no_grad(), batch.forward_context(model):
+        report = capture(model, *batch.inputs)
     assert report.graph_break_count == 0, report.break_reasons
     assert report.graph_count == 1
     # The only opaque nodes are the layer ops: everything else is for Inductor.
