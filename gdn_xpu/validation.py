@@ -156,6 +156,7 @@ def check_gdn_attention_args(**a) -> None:
 
 def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
     used_slots: list[torch.Tensor] = []
+    used_rows: list[torch.Tensor] = []
 
     def group(prefix, count, slot_tensor, max_len):
         loc = a[f"{prefix}_query_start_loc"][: count + 1].long().cpu()
@@ -170,6 +171,7 @@ def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
             if used.numel() and (used.min() < 0 or used.max() >= n):
                 _fail(f"{prefix}_token_indx values must be rows within 0..{n - 1} "
                       "(num_actual_tokens)")
+            used_rows.append(used)
         if max_len is not None and bool(((loc[1:] - loc[:-1]) > max_len).any()):
             _fail(f"spec sequences have at most num_spec + 1 = {max_len} tokens, got lengths "
                   f"{(loc[1:] - loc[:-1]).tolist()}")
@@ -195,7 +197,6 @@ def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
     if everything.numel() != everything.unique().numel():
         _fail("two sequences of the batch write the same cache slot: state indices "
               f"{everything.tolist()} must be distinct")
-    if a["non_spec_token_indx"] is not None and a["spec_token_indx"] is not None and ns and non_spec:
-        rows = torch.cat([a["spec_token_indx"].long().cpu(), a["non_spec_token_indx"].long().cpu()])
-        if rows.numel() != rows.unique().numel():
-            _fail("spec_token_indx and non_spec_token_indx must name distinct token rows")
+    rows = torch.cat(used_rows) if used_rows else torch.empty(0, dtype=torch.long)
+    if rows.numel() != rows.unique().numel():
+        _fail("spec_token_indx and non_spec_token_indx must name distinct token rows")
