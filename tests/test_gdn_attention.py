@@ -144,3 +144,14 @@ def test_opcheck():
     for name in ("core_attn_out", "z"):
         args[name] = torch.zeros_like(args[name])  # opcheck compares outputs: no NaN sentinel
     torch.library.opcheck(torch.ops.gdn_xpu.gdn_attention.default, (), args)
+
+
+def test_registered_for_cpu_and_xpu_with_the_vllm_xpu_kernels_schema():
+    from gdn_xpu.ops import GDN_ATTENTION_SCHEMA
+
+    for key in ("CPU", "XPU"):  # XPU: registered and compiled in, unverified on hardware here
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("gdn_xpu::gdn_attention", key)
+    expected = torch._C.parse_schema("gdn_xpu::" + GDN_ATTENTION_SCHEMA)
+    assert torch.ops.gdn_xpu.gdn_attention.default._schema == expected
+    assert [a.name for a in expected.arguments if a.alias_info and a.alias_info.is_write] == [
+        "core_attn_out", "z", "conv_state", "ssm_state"]
