@@ -50,7 +50,7 @@ class GDNConfig:
 
 
 def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(), seed=0,
-               padding_rows=3, interleave_groups=True) -> dict:
+               padding_rows=3, interleave_groups=True, reserve_slot_zero=False) -> dict:
     """All raw-op keyword arguments for one random, valid batch.
 
     Non-spec sequences are decodes (lens 1, with state) then prefills (random initial state);
@@ -58,6 +58,7 @@ def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(),
     permutation, unused slots hold random values, and rows past the real tokens are padding
     filled with NaN so that untouched rows can be checked. With both kinds in one batch the
     two groups' tokens are shuffled together and token index arrays say which row is whose.
+    reserve_slot_zero keeps slot 0 unused (vLLM's null block, which its own kernels skip).
     """
     g = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
@@ -83,9 +84,10 @@ def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(),
     non_spec_rows = torch.tensor(order[:sum(non_spec_lens)], dtype=torch.int64)
     spec_rows = torch.tensor(order[sum(non_spec_lens):], dtype=torch.int64)
 
-    slots = torch.randperm(cfg.num_slots, generator=g).tolist()
+    first_slot = 1 if reserve_slot_zero else 0
+    slots = (torch.randperm(cfg.num_slots - first_slot, generator=g) + first_slot).tolist()
     needed = len(non_spec_lens) + len(spec_lens) * (cfg.num_spec + 1)
-    assert needed <= cfg.num_slots, "not enough cache slots for the batch"
+    assert needed <= len(slots), "not enough cache slots for the batch"
 
     def start_loc(lens):
         return torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=torch.int32)
