@@ -11,11 +11,10 @@ torch.ops.vllm.gdn_attention_core_xpu; with vLLM, the plugin (gdn_xpu/vllm_plugi
 through vLLM's own registration, unless vLLM already defines the name.
 """
 
+import importlib.util
 from typing import Optional
 
 import torch
-
-import importlib.util
 
 from gdn_xpu import _runtime
 from gdn_xpu.forward_context import lookup_layer
