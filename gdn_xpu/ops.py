@@ -111,7 +111,7 @@ torch.library.register_fake("gdn_xpu::gdn_attention_core_xpu", gdn_attention_cor
 def register_vllm_namespace_alias(lib: torch.library.Library) -> bool:
     """Define vllm::gdn_attention_core_xpu in `lib` as this package's layer op, unless the name
     is already defined (vLLM's own XPU build registers it): then vLLM's stays."""
-    if _has_schema("vllm::gdn_attention_core_xpu"):
+    if has_schema("vllm::gdn_attention_core_xpu"):
         return False
     lib.define(GDN_ATTENTION_CORE_SCHEMA)
     torch.library.impl("vllm::gdn_attention_core_xpu", "CompositeExplicitAutograd",
@@ -120,7 +120,7 @@ def register_vllm_namespace_alias(lib: torch.library.Library) -> bool:
     return True
 
 
-def _has_schema(qualname: str) -> bool:
+def has_schema(qualname: str) -> bool:
     try:
         torch._C._dispatch_find_schema_or_throw(qualname, "")
         return True

@@ -157,3 +157,14 @@ def test_vllm_namespace_alias_without_vllm():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("with vLLM installed the plugin registers the vllm-namespace op")
     assert torch.ops.vllm.gdn_attention_core_xpu.default._schema.name == "vllm::gdn_attention_core_xpu"
+
+
+def test_vllm_plugin_without_vllm_is_harmless():
+    import importlib.util
+
+    from gdn_xpu import vllm_plugin
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed: see test_vllm_plugin.py")
+    vllm_plugin.register()
+    vllm_plugin.register()

@@ -59,7 +59,11 @@ def vllm_cpu_gdn(args: dict) -> dict:
         spec_query_start_loc=loc, spec_state_indices_tensor=a["spec_state_indices_tensor"],
         spec_sequence_masks=spec_mask, spec_token_indx=a["spec_token_indx"],
         non_spec_token_indx=a["non_spec_token_indx"],
-        num_accepted_tokens=a["num_accepted_tokens"])
+        num_accepted_tokens=a["num_accepted_tokens"],
+        # With spec decodes in the batch vLLM counts every non-spec sequence as a prefill.
+        prefill_query_start_loc=a["non_spec_query_start_loc"] if not nd else None,
+        prefill_state_indices=a["non_spec_state_indices_tensor"] if not nd else None,
+        prefill_has_initial_state=a["has_initial_state"] if not nd else None)
     out = torch.zeros(n, hv, V, dtype=torch.bfloat16)
     context = ForwardContext(no_compile_layers={layer.prefix: layer},
                              attn_metadata={layer.prefix: md}, slot_mapping={})
@@ -83,11 +87,10 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_vllm_cpu_gdn_core(case):
     cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=128, head_v_dim=128,
-                    dtype=torch.bfloat16, has_bias=False, num_slots=16,
+                    dtype=torch.bfloat16, state_dtype=torch.bfloat16, has_bias=False, num_slots=16,
                     num_spec=2 if "spec" in case else 0)
     args = make_batch(cfg, **CASES[case], seed=len(case), reserve_slot_zero=True)
-    if "spec" in case:  # vLLM's spec path: every spec sequence has num_spec + 1 tokens
-        args["num_accepted_tokens"].clamp_(max=3)
+    args["dt_bias"] = args["dt_bias"].to(torch.bfloat16)  # vLLM-CPU's dtypes for a bf16 model
     peer = vllm_cpu_gdn(args)
     torch.ops.gdn_xpu.gdn_attention(**args)
     n = args["num_actual_tokens"]
