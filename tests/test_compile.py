@@ -168,3 +168,29 @@ def test_vllm_plugin_without_vllm_is_harmless():
         pytest.skip("vLLM is installed: see test_vllm_plugin.py")
     vllm_plugin.register()
     vllm_plugin.register()
+
+
+def test_hf_qwen35_weight_names_load_into_the_model():
+    from gdn_xpu.model import load_hf_weights
+
+    source = TinyQwen35(TinyQwen35Config(), seed=1)
+    hf = {}
+    for name, tensor in source.state_dict().items():
+        name = name if name.startswith("lm_head") else "model.language_model." + name
+        if name.endswith("in_proj_qkvz.weight"):  # HF Qwen3.5 keeps the four projections apart
+            layer = source.get_submodule(name.split("model.language_model.")[1].rsplit(".", 2)[0])
+            qkv, z = tensor.split([layer.conv_dim, layer.value_dim])
+            hf[name.replace("in_proj_qkvz", "in_proj_qkv")] = qkv
+            hf[name.replace("in_proj_qkvz", "in_proj_z")] = z
+        elif name.endswith("in_proj_ba.weight"):
+            b, a = tensor.chunk(2)
+            hf[name.replace("in_proj_ba", "in_proj_b")] = b
+            hf[name.replace("in_proj_ba", "in_proj_a")] = a
+        else:
+            hf[name] = tensor
+    target = TinyQwen35(TinyQwen35Config(), seed=2)
+    load_hf_weights(target, hf)
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="unexpected"):
+        load_hf_weights(target, {**hf, "model.layers.0.bogus.weight": torch.zeros(1)})
