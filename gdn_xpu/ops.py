@@ -61,11 +61,12 @@ def gdn_attention_impl(
     args = dict(locals())
     check_gdn_attention_args(**args)
     extension = _runtime.extension()
-    # The kernels take int32 indices and fp32 parameters (small tensors: cheap to convert).
+    # The kernels take int32 indices and fp32 parameters (small tensors: cheap to convert),
+    # conv weights tap-major [W, C].
     extension.gdn_attention(
         core_attn_out, z, projected_states_qkvz.contiguous(), projected_states_ba.contiguous(),
         num_k_heads // tp_size, num_v_heads // tp_size, head_k_dim, head_v_dim,
-        conv_state, ssm_state, _fp32(conv_weights.reshape(conv_weights.shape[0], -1)),
+        conv_state, ssm_state, _fp32(conv_weights.reshape(conv_weights.shape[0], -1).t()),
         _fp32(conv_bias), activation in ("silu", "swish"), _fp32(A_log), _fp32(dt_bias),
         num_prefills + num_decodes, num_spec_decodes,
         None if has_initial_state is None else has_initial_state.to(torch.bool).contiguous(),
