@@ -62,7 +62,7 @@ class BuildWithAot(BuildExtension):
         tmp = Path(self.build_temp) / "aot"
         tmp.mkdir(parents=True, exist_ok=True)
         targets = ["-fsycl", "-fsycl-targets=spir64_gen,spir64",
-                   f"-Xsycl-target-backend=spir64_gen=-device {AOT_DEVICES}"]
+                   "-Xsycl-target-backend=spir64_gen", f"-device {AOT_DEVICES}"]
         objects = []
         for act, act_code in AOT_ACT_DTYPES.items():
             for state, state_code in AOT_STATE_DTYPES.items():
