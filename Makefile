@@ -1,5 +1,5 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
-#   make demo   set up .venv and run the main job (tiny Qwen3.5-style model, torch.compile)
+#   make demo   set up .venv and run the main job (gdn-xpu-demo = python -m gdn_xpu.demo)
 #   make test   set up .venv and .venv-vllm and run the test suite
 #   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
@@ -36,8 +36,9 @@ $(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernel
 	$(VENV_VLLM)/bin/python $(PIP) --no-build-isolation --no-deps .
 	touch $@
 
+# The console script runs the installed package (python -m from here would import ./gdn_xpu).
 demo: setup
-	$(VENV)/bin/python -m gdn_xpu.demo
+	$(VENV)/bin/gdn-xpu-demo
 
 test: test-core test-vllm
 
