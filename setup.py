@@ -84,7 +84,7 @@ setup(
         CppExtension(
             "gdn_xpu._C",
             sources=[f"csrc/{name}" for name in
-                     ("bindings.cpp", "gdn_attention.cpp", "kernel_library.cpp")],
+                     ("bindings.cpp", "gdn_attention.cpp", "kernel_cache.cpp", "kernel_library.cpp")],
             include_dirs=[SYCL_INCLUDE],
             library_dirs=[SYCL_LIB],
             libraries=["sycl"],

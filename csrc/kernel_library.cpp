@@ -1,5 +1,7 @@
 #include "kernel_library.h"
 
+#include "kernel_cache.h"
+
 #include <dlfcn.h>
 
 #include <map>
@@ -39,22 +41,33 @@ std::string &kernel_source() {
   return source;
 }
 
-int builds = 0;
+int builds = 0, cache_loads = 0;
 
+GdnKernels from_list(std::vector<sycl::kernel> k) { return {k[0], k[1], k[2]}; }
+
+// Run-time compile of the kernel source, or its program from the persistent cache.
 GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev,
                                const KernelConfig &config) {
   if (kernel_source().empty())
     throw std::runtime_error("gdn_xpu: kernel source not set (import gdn_xpu first)");
+  const std::string suffix = "_" + config.name();
+  const std::vector<std::string> names{"gdn_recurrent" + suffix, "gdn_conv_state_update" + suffix,
+                                       "gdn_copy_z" + suffix};
+  const std::string cached = cache_path(dev, kernel_source(), config.build_options(), config.name());
+  if (auto kernels = load_cached_kernels(ctx, dev, cached, names)) {
+    ++cache_loads;
+    return from_list(std::move(*kernels));
+  }
   try {
     auto source = syclexp::create_kernel_bundle_from_source(
         ctx, syclexp::source_language::sycl, kernel_source());
     auto exe = syclexp::build(source, std::vector<sycl::device>{dev},
                               syclexp::properties{syclexp::build_options{config.build_options()}});
     ++builds;
-    const std::string suffix = "_" + config.name();
-    return {exe.ext_oneapi_get_kernel("gdn_recurrent" + suffix),
-            exe.ext_oneapi_get_kernel("gdn_conv_state_update" + suffix),
-            exe.ext_oneapi_get_kernel("gdn_copy_z" + suffix)};
+    store_program(exe, cached);
+    std::vector<sycl::kernel> kernels;
+    for (const auto &name : names) kernels.push_back(exe.ext_oneapi_get_kernel(name));
+    return from_list(std::move(kernels));
   } catch (const sycl::exception &e) {
     throw std::runtime_error("gdn_xpu: compiling the GDN kernels (" + config.name() + ") for " +
                              dev.get_info<sycl::info::device::name>() + " failed:\n" + e.what());
@@ -90,6 +103,11 @@ void set_kernel_source(const std::string &source) {
 int jit_build_count() {
   std::lock_guard<std::mutex> lock(library_mutex());
   return builds;
+}
+
+int cache_load_count() {
+  std::lock_guard<std::mutex> lock(library_mutex());
+  return cache_loads;
 }
 
 const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config) {

@@ -1,5 +1,6 @@
 // Where the GDN kernels come from: an ahead-of-time build when the package has one for the
-// configuration and device, otherwise the kernel source compiled at run time for the queue's device.
+// configuration and device, otherwise the kernel source compiled at run time for the queue's device
+// (or that compile's program reloaded from the persistent cache, kernel_cache.h).
 // Compiled kernels are kept for the life of the process, per device and configuration.
 #pragma once
 
@@ -40,7 +41,8 @@ void set_kernel_source(const std::string &source);
 // Throws std::runtime_error carrying the device compiler's log when the build fails.
 const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config);
 
-// Number of run-time builds done by this process (cold-start accounting in benchmarks).
+// Run-time builds, and programs loaded from the persistent cache, by this process.
 int jit_build_count();
+int cache_load_count();
 
 }  // namespace gdn

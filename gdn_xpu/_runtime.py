@@ -25,6 +25,15 @@ def _point_opencl_loader_at_cpu_runtime():
 _point_opencl_loader_at_cpu_runtime()
 
 
+def kernel_cache_dir() -> str:
+    """Where compiled kernel programs persist across processes: $GDN_XPU_CACHE_DIR, else
+    $XDG_CACHE_HOME/gdn_xpu, else ~/.cache/gdn_xpu. GDN_XPU_CACHE_DIR="" turns the cache off."""
+    if "GDN_XPU_CACHE_DIR" in os.environ:
+        return os.environ["GDN_XPU_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gdn_xpu")
+
+
 def extension():
     """gdn_xpu._C with the kernel source (and any AOT kernel library) handed over."""
     global _extension
@@ -42,6 +51,7 @@ def extension():
                 ) from e
             package = resources.files("gdn_xpu")
             _C.set_kernel_source((package / "kernels" / "gdn_kernels.sycl").read_text())
+            _C.set_cache_dir(kernel_cache_dir())
             aot_library = package / "libgdn_xpu_aot.so"
             if aot_library.is_file():
                 _C.set_aot_library(str(aot_library))
