@@ -24,6 +24,12 @@ AOT_HEAD_DIMS = [(64, 64), (128, 128), (256, 256)]
 AOT_DEVICES = os.environ.get("GDN_XPU_AOT_DEVICES", "bmg,pvc,lnl-m,arl-h")
 
 
+def aot_chunk(head_k_dim):
+    """Chunk length of the chunked prefill for GPUs with 128 KiB of shared local memory (the
+    launcher picks it from the device's size for run-time builds)."""
+    return 32 if head_k_dim <= 128 else 16
+
+
 def sycl_runtime_dirs():
     """(include dir, lib dir) of the intel-sycl-rt installed in this environment."""
     try:
@@ -73,7 +79,7 @@ class BuildWithAot(BuildExtension):
                         icpx, *targets, "-O3", "-fPIC", "-x", "c++", "-c", str(KERNEL_SOURCE),
                         "-o", str(obj), "-DGDN_AOT", f"-DGDN_ACT={act_code}",
                         f"-DGDN_STATE={state_code}", f"-DGDN_K={k}", f"-DGDN_V={v}",
-                        "-DGDN_W=4", f"-DGDN_SUFFIX={name}"])
+                        "-DGDN_W=4", f"-DGDN_CHUNK={aot_chunk(k)}", f"-DGDN_SUFFIX={name}"])
                     objects.append(str(obj))
         subprocess.check_call([icpx, *targets, "-shared", *objects,
                                "-o", str(out_dir / "libgdn_xpu_aot.so")])

@@ -10,6 +10,9 @@
 
 #include "kernel_library.h"
 
+#include <algorithm>
+#include <limits>
+
 namespace gdn {
 namespace {
 
@@ -28,6 +31,9 @@ sycl::queue &cpu_queue() {
   return *queue;
 }
 
+// Sequences this long or longer run through the chunked prefill kernel.
+constexpr int32_t kChunkedFrom = 64;
+
 int dtype_code(const at::Tensor &t) {
   switch (t.scalar_type()) {
     case at::kFloat: return 0;
@@ -35,6 +41,18 @@ int dtype_code(const at::Tensor &t) {
     case at::kBFloat16: return 2;
     default: TORCH_CHECK(false, "gdn_xpu: unsupported dtype ", t.scalar_type());
   }
+}
+
+// The longest chunk (64, 32 or 16 tokens) whose tiles fit the device's shared local memory:
+// the gdn_chunked_prefill tiles of the kernel source, in floats.
+int chunk_for(const sycl::device &dev, int K, int V) {
+  const int bv = std::min(V, 64);
+  const size_t local_mem = dev.get_info<sycl::info::device::local_mem_size>();
+  for (int c : {64, 32}) {
+    const size_t floats = size_t(c) * K * 3 + size_t(c) * bv + 2 * c * c + size_t(K) * bv + 6 * c;
+    if (floats * sizeof(float) <= local_mem) return c;
+  }
+  return 16;
 }
 
 template <typename T> T *ptr(const at::Tensor &t) { return static_cast<T *>(t.data_ptr()); }
@@ -83,7 +101,8 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;
   // conv_weights arrive tap-major [W, C].
   const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
-                            int(conv_weights.size(0))};
+                            int(conv_weights.size(0)),
+                            chunk_for(queue.get_device(), int(head_k_dim), V)};
   const GdnKernels &kernels = kernels_for(queue, config);
 
   const int32_t flat = flat_layout;
@@ -108,19 +127,30 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
        spec_state_indices ? int32_t(spec_state_indices->size(1)) : 1, nullptr,
        ptr<const int32_t>(num_accepted_tokens)},
   };
-  // The recurrent kernels read the conv state as it was before the batch; only then is it
-  // shifted (the queue is in order).
+  // Non-spec sequences of kChunkedFrom tokens or more take the chunked prefill kernel, the
+  // others the recurrent one. Both read the conv state as it was before the batch; only then is
+  // it shifted (the queue is in order).
+  const int32_t no_chunking = std::numeric_limits<int32_t>::max();
   const size_t wg = 16 * V / 8;  // LANES * V / ROWS_PER_SG in the kernel source
+  const size_t bv = std::min(V, 64);  // BV in the kernel source
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
-    launch(queue, kernels.recurrent,
-           sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}), act_in,
-           qkvz_stride, ptr<const char>(ba), ba_stride, ptr<char>(core_attn_out),
-           ptr<const char>(conv_state), conv_slot_stride, ptr<const float>(conv_weights),
-           ptr<const float>(conv_bias), silu, ptr<char>(ssm_state), ssm_slot_stride,
-           ptr<const float>(A_log), ptr<const float>(dt_bias), g.query_start_loc,
-           g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
-           g.num_accepted, hk, hv, flat);
+    const bool spec = g.num_accepted != nullptr;
+    const int32_t chunked_from = spec ? no_chunking : kChunkedFrom;
+    auto launch_on_group = [&](const sycl::kernel &kernel, const auto &range) {
+      launch(queue, kernel, range, act_in, qkvz_stride, ptr<const char>(ba), ba_stride,
+             ptr<char>(core_attn_out), ptr<const char>(conv_state), conv_slot_stride,
+             ptr<const float>(conv_weights), ptr<const float>(conv_bias), silu,
+             ptr<char>(ssm_state), ssm_slot_stride, ptr<const float>(A_log),
+             ptr<const float>(dt_bias), g.query_start_loc, g.token_index, g.state_index,
+             g.state_index_stride, g.has_initial_state, g.num_accepted, hk, hv, flat,
+             chunked_from);
+    };
+    launch_on_group(kernels.recurrent,
+                    sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}));
+    if (!spec)
+      launch_on_group(kernels.chunked_prefill,
+           sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * (V / bv), bv}, {1, 1, bv}));
   }
   const size_t channel_block = 64;
   const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;

@@ -43,7 +43,7 @@ std::string &kernel_source() {
 
 int builds = 0, cache_loads = 0;
 
-GdnKernels from_list(std::vector<sycl::kernel> k) { return {k[0], k[1], k[2]}; }
+GdnKernels from_list(std::vector<sycl::kernel> k) { return {k[0], k[1], k[2], k[3]}; }
 
 // Run-time compile of the kernel source, or its program from the persistent cache.
 GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev,
@@ -51,8 +51,8 @@ GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev
   if (kernel_source().empty())
     throw std::runtime_error("gdn_xpu: kernel source not set (import gdn_xpu first)");
   const std::string suffix = "_" + config.name();
-  const std::vector<std::string> names{"gdn_recurrent" + suffix, "gdn_conv_state_update" + suffix,
-                                       "gdn_copy_z" + suffix};
+  const std::vector<std::string> names{"gdn_recurrent" + suffix, "gdn_chunked_prefill" + suffix,
+                                       "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
   const std::string cached = cache_path(dev, kernel_source(), config.build_options(), config.name());
   if (auto kernels = load_cached_kernels(ctx, dev, cached, names)) {
     ++cache_loads;
@@ -85,7 +85,8 @@ std::string KernelConfig::name() const {
 std::vector<std::string> KernelConfig::build_options() const {
   return {"-DGDN_ACT=" + std::to_string(act_dtype), "-DGDN_STATE=" + std::to_string(state_dtype),
           "-DGDN_K=" + std::to_string(head_k_dim), "-DGDN_V=" + std::to_string(head_v_dim),
-          "-DGDN_W=" + std::to_string(conv_width), "-DGDN_SUFFIX=" + name()};
+          "-DGDN_W=" + std::to_string(conv_width), "-DGDN_CHUNK=" + std::to_string(chunk),
+          "-DGDN_SUFFIX=" + name()};
 }
 
 void set_aot_library(const std::string &path) {

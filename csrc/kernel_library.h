@@ -20,13 +20,15 @@ struct KernelConfig {
   int head_k_dim;
   int head_v_dim;
   int conv_width;
+  int chunk;  // tokens per chunk of the chunked prefill (GDN_CHUNK), fitted to the device
 
-  std::string name() const;                  // also the kernel name suffix
+  std::string name() const;                  // also the kernel name suffix (chunk left out)
   std::vector<std::string> build_options() const;
 };
 
 struct GdnKernels {
   sycl::kernel recurrent;
+  sycl::kernel chunked_prefill;
   sycl::kernel conv_state_update;
   sycl::kernel copy_z;
 };
