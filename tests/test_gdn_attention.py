@@ -47,6 +47,10 @@ BATCHES = {
     "mixed": dict(decode_lens=(1, 1, 1), prefill_lens=(9, 2, 17)),
     "spec": dict(spec_lens=(3, 1, 2, 3)),
     "spec+prefill": dict(decode_lens=(1,), prefill_lens=(6, 11), spec_lens=(3, 2)),
+    # 64+ tokens take the chunked prefill kernel: one whole chunk, two chunks and a ragged
+    # third, next to a short prefill and decodes on the recurrent one.
+    "long prefill": dict(decode_lens=(1, 1), prefill_lens=(64, 5, 130)),
+    "spec+long prefill": dict(decode_lens=(1,), prefill_lens=(70,), spec_lens=(3, 2)),
 }
 
 
@@ -81,14 +85,14 @@ def test_conv_bias_and_activation(has_bias, activation):
 def test_dtypes(dtype, state_dtype):
     cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=128, head_v_dim=128, dtype=dtype,
                     state_dtype=state_dtype, num_spec=2)
-    run_and_compare(cfg, decode_lens=(1, 1), prefill_lens=(13, 4), spec_lens=(3,), seed=5)
+    run_and_compare(cfg, decode_lens=(1, 1), prefill_lens=(13, 4, 100), spec_lens=(3,), seed=5)
 
 
 @pytest.mark.parametrize("head_k_dim,head_v_dim", [(64, 64), (128, 128), (256, 256), (128, 64)])
 def test_head_dims(head_k_dim, head_v_dim):
     cfg = GDNConfig(num_k_heads=1, num_v_heads=2, head_k_dim=head_k_dim, head_v_dim=head_v_dim,
                     dtype=torch.bfloat16)
-    run_and_compare(cfg, **BATCHES["mixed"], seed=3)
+    run_and_compare(cfg, **BATCHES["long prefill"], seed=3)
 
 
 def test_many_heads():
@@ -110,23 +114,25 @@ def test_16k_token_prefill():
     assert torch.isfinite(args["ssm_state"]).all()
 
 
-def test_prefill_in_two_chunks_equals_one():
+@pytest.mark.parametrize("split", [(12, 8), (70, 90)], ids=["recurrent", "chunked"])
+def test_prefill_in_two_calls_equals_one(split):
     # A prefill split in two calls (the second with has_initial_state) carries conv and SSM
     # state over exactly like one call: the kernel against itself across calls, and the reference.
     cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64,
                     dtype=torch.float32, num_slots=1)
-    whole = make_batch(cfg, prefill_lens=(20,), seed=4, padding_rows=0)
+    head, tail = split
+    whole = make_batch(cfg, prefill_lens=(head + tail,), seed=4, padding_rows=0)
     first = clone_args(whole)
-    # The first 12 tokens, then the last 8 continuing from the cache.
+    # The first `head` tokens, then the `tail` continuing from the cache.
     for name in ("projected_states_qkvz", "projected_states_ba", "core_attn_out", "z"):
-        first[name] = whole[name][:12].clone()
-    first["non_spec_query_start_loc"] = torch.tensor([0, 12], dtype=torch.int32)
-    first["num_actual_tokens"] = 12
+        first[name] = whole[name][:head].clone()
+    first["non_spec_query_start_loc"] = torch.tensor([0, head], dtype=torch.int32)
+    first["num_actual_tokens"] = head
     second = dict(first)
     for name in ("projected_states_qkvz", "projected_states_ba", "core_attn_out", "z"):
-        second[name] = whole[name][12:].clone()
-    second["non_spec_query_start_loc"] = torch.tensor([0, 8], dtype=torch.int32)
-    second["num_actual_tokens"] = 8
+        second[name] = whole[name][head:].clone()
+    second["non_spec_query_start_loc"] = torch.tensor([0, tail], dtype=torch.int32)
+    second["num_actual_tokens"] = tail
     second["has_initial_state"] = torch.ones(1, dtype=torch.bool)
     torch.ops.gdn_xpu.gdn_attention(**first)
     torch.ops.gdn_xpu.gdn_attention(**second)
