@@ -15,6 +15,13 @@ from gdn_xpu.reference import gdn_attention_reference
 from batches import GDNConfig, assert_close, clone_args, make_batch
 
 
+@pytest.fixture(autouse=True)
+def chunked_prefill_from_64_tokens(monkeypatch):
+    # The launcher keeps every sequence on the recurrent kernel on the CPU device (faster there);
+    # here prefills of 64+ tokens take the chunked kernel, as on GPUs.
+    monkeypatch.setenv("GDN_XPU_CHUNKED_FROM", "64")
+
+
 def run_and_compare(cfg: GDNConfig, **batch_kwargs):
     args = make_batch(cfg, **batch_kwargs)
     ref_args = clone_args(args)
@@ -86,6 +93,13 @@ def test_dtypes(dtype, state_dtype):
     cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=128, head_v_dim=128, dtype=dtype,
                     state_dtype=state_dtype, num_spec=2)
     run_and_compare(cfg, decode_lens=(1, 1), prefill_lens=(13, 4, 100), spec_lens=(3,), seed=5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_long_prefills_on_the_recurrent_kernel_too(dtype, monkeypatch):
+    monkeypatch.setenv("GDN_XPU_CHUNKED_FROM", "0")  # never chunked
+    cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64, dtype=dtype)
+    run_and_compare(cfg, **BATCHES["long prefill"], seed=12)
 
 
 @pytest.mark.parametrize("head_k_dim,head_v_dim", [(64, 64), (128, 128), (256, 256), (128, 64)])
