@@ -10,7 +10,6 @@
 
 #include "kernel_library.h"
 
-#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
@@ -35,13 +34,14 @@ sycl::queue &cpu_queue() {
 // Non-spec sequences of this many tokens or more take the chunked prefill kernel: 64 on GPUs;
 // never on the CPU device, where the recurrent kernel measured 1.3x faster for 512-2048-token
 // prefills. GDN_XPU_CHUNKED_FROM=N overrides it (0: never), read at every call.
+constexpr int32_t kNever = std::numeric_limits<int32_t>::max();
+
 int32_t chunked_from(const sycl::device &dev) {
-  const int32_t never = std::numeric_limits<int32_t>::max();
   if (const char *env = std::getenv("GDN_XPU_CHUNKED_FROM")) {
     const int n = std::atoi(env);
-    return n > 0 ? n : never;
+    return n > 0 ? n : kNever;
   }
-  return dev.is_cpu() ? never : 64;
+  return dev.is_cpu() ? kNever : 64;
 }
 
 int dtype_code(const at::Tensor &t) {
@@ -51,18 +51,6 @@ int dtype_code(const at::Tensor &t) {
     case at::kBFloat16: return 2;
     default: TORCH_CHECK(false, "gdn_xpu: unsupported dtype ", t.scalar_type());
   }
-}
-
-// The longest chunk (64, 32 or 16 tokens) whose tiles fit the device's shared local memory:
-// the gdn_chunked_prefill tiles of the kernel source, in floats.
-int chunk_for(const sycl::device &dev, int K, int V) {
-  const int bv = std::min(V, 64);
-  const size_t local_mem = dev.get_info<sycl::info::device::local_mem_size>();
-  for (int c : {64, 32}) {
-    const size_t floats = size_t(c) * K * 3 + size_t(c) * bv + 2 * c * c + size_t(K) * bv + 6 * c;
-    if (floats * sizeof(float) <= local_mem) return c;
-  }
-  return 16;
 }
 
 template <typename T> T *ptr(const at::Tensor &t) { return static_cast<T *>(t.data_ptr()); }
@@ -111,8 +99,7 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;
   // conv_weights arrive tap-major [W, C].
   const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
-                            int(conv_weights.size(0)),
-                            chunk_for(queue.get_device(), int(head_k_dim), V)};
+                            int(conv_weights.size(0))};
   const GdnKernels &kernels = kernels_for(queue, config);
 
   const int32_t flat = flat_layout;
@@ -142,11 +129,10 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   // it shifted (the queue is in order).
   const int32_t non_spec_chunked_from = chunked_from(queue.get_device());
   const size_t wg = 16 * V / 8;  // LANES * V / ROWS_PER_SG in the kernel source
-  const size_t bv = std::min(V, 64);  // BV in the kernel source
+  const size_t bv = chunked_block_rows(V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
-    const int32_t never = std::numeric_limits<int32_t>::max();
-    const int32_t from = g.num_accepted ? never : non_spec_chunked_from;  // spec: recurrent
+    const int32_t from = g.num_accepted ? kNever : non_spec_chunked_from;  // spec: recurrent
     auto launch_on_group = [&](const sycl::kernel &kernel, const auto &range) {
       launch(queue, kernel, range, act_in, qkvz_stride, ptr<const char>(ba), ba_stride,
              ptr<char>(core_attn_out), ptr<const char>(conv_state), conv_slot_stride,
@@ -157,7 +143,7 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
     };
     launch_on_group(kernels.recurrent,
                     sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}));
-    if (from != never)
+    if (from != kNever)
       launch_on_group(kernels.chunked_prefill, sycl::nd_range<3>({size_t(g.num_seqs),
                                                                   size_t(hv) * (V / bv), bv},
                                                                  {1, 1, bv}));

@@ -43,6 +43,21 @@ std::string &kernel_source() {
 
 int builds = 0, cache_loads = 0;
 
+// The longest chunk (64, 32 or 16 tokens) whose gdn_chunked_prefill tiles (counted in floats
+// as in the kernel source) fit the device's shared local memory: a -DGDN_CHUNK option.
+std::string chunk_option(const sycl::device &dev, const KernelConfig &config) {
+  const size_t K = config.head_k_dim, bv = chunked_block_rows(config.head_v_dim);
+  const size_t local_mem = dev.get_info<sycl::info::device::local_mem_size>();
+  int chunk = 16;
+  for (size_t c : {64, 32}) {
+    if ((c * K * 3 + c * bv + 2 * c * c + K * bv + 6 * c) * sizeof(float) <= local_mem) {
+      chunk = int(c);
+      break;
+    }
+  }
+  return "-DGDN_CHUNK=" + std::to_string(chunk);
+}
+
 GdnKernels from_list(std::vector<sycl::kernel> k) { return {k[0], k[1], k[2], k[3]}; }
 
 // Run-time compile of the kernel source, or its program from the persistent cache.
@@ -53,7 +68,9 @@ GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev
   const std::string suffix = "_" + config.name();
   const std::vector<std::string> names{"gdn_recurrent" + suffix, "gdn_chunked_prefill" + suffix,
                                        "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
-  const std::string cached = cache_path(dev, kernel_source(), config.build_options(), config.name());
+  std::vector<std::string> options = config.build_options();
+  options.push_back(chunk_option(dev, config));
+  const std::string cached = cache_path(dev, kernel_source(), options, config.name());
   if (auto kernels = load_cached_kernels(ctx, dev, cached, names)) {
     ++cache_loads;
     return from_list(std::move(*kernels));
@@ -62,7 +79,7 @@ GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev
     auto source = syclexp::create_kernel_bundle_from_source(
         ctx, syclexp::source_language::sycl, kernel_source());
     auto exe = syclexp::build(source, std::vector<sycl::device>{dev},
-                              syclexp::properties{syclexp::build_options{config.build_options()}});
+                              syclexp::properties{syclexp::build_options{options}});
     ++builds;
     store_program(exe, cached);
     std::vector<sycl::kernel> kernels;
@@ -85,8 +102,7 @@ std::string KernelConfig::name() const {
 std::vector<std::string> KernelConfig::build_options() const {
   return {"-DGDN_ACT=" + std::to_string(act_dtype), "-DGDN_STATE=" + std::to_string(state_dtype),
           "-DGDN_K=" + std::to_string(head_k_dim), "-DGDN_V=" + std::to_string(head_v_dim),
-          "-DGDN_W=" + std::to_string(conv_width), "-DGDN_CHUNK=" + std::to_string(chunk),
-          "-DGDN_SUFFIX=" + name()};
+          "-DGDN_W=" + std::to_string(conv_width), "-DGDN_SUFFIX=" + name()};
 }
 
 void set_aot_library(const std::string &path) {

@@ -6,6 +6,7 @@
 
 #include <sycl/sycl.hpp>
 
+#include <algorithm>
 #include <optional>
 
 #include <string>
@@ -20,11 +21,13 @@ struct KernelConfig {
   int head_k_dim;
   int head_v_dim;
   int conv_width;
-  int chunk;  // tokens per chunk of the chunked prefill (GDN_CHUNK), fitted to the device
 
-  std::string name() const;                  // also the kernel name suffix (chunk left out)
+  std::string name() const;                  // also the kernel name suffix
   std::vector<std::string> build_options() const;
 };
+
+// State rows per work-group of gdn_chunked_prefill (BV of the kernel source).
+inline int chunked_block_rows(int head_v_dim) { return std::min(head_v_dim, 64); }
 
 struct GdnKernels {
   sycl::kernel recurrent;
