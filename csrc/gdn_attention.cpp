@@ -100,7 +100,7 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   // conv_weights arrive tap-major [W, C].
   const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
                             int(conv_weights.size(0))};
-  const GdnKernels &kernels = kernels_for(queue, config);
+  const StepKernels kernels = step_kernels_for(queue, config);
 
   const int32_t flat = flat_layout;
   const int32_t silu = use_silu;
@@ -128,7 +128,11 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   // others the recurrent one. Both read the conv state as it was before the batch; only then is
   // it shifted (the queue is in order).
   const int32_t non_spec_chunked_from = chunked_from(queue.get_device());
-  const size_t wg = 16 * V / 8;  // LANES * V / ROWS_PER_SG in the kernel source
+  // gdn_recurrent declares its work-group size (it depends on the sub-group layout).
+  const size_t wg = kernels.recurrent
+                        .get_info<sycl::info::kernel_device_specific::compile_work_group_size>(
+                            queue.get_device())
+                        .size();
   const size_t bv = chunked_block_rows(V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
@@ -144,9 +148,9 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
     launch_on_group(kernels.recurrent,
                     sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}));
     if (from != kNever)
-      launch_on_group(kernels.chunked_prefill, sycl::nd_range<3>({size_t(g.num_seqs),
-                                                                  size_t(hv) * (V / bv), bv},
-                                                                 {1, 1, bv}));
+      launch_on_group(chunked_prefill_kernel_for(queue, config),
+                      sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * (V / bv), bv},
+                                        {1, 1, bv}));
   }
   const size_t channel_block = 64;
   const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;

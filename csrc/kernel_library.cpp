@@ -24,15 +24,18 @@ std::mutex &library_mutex() {
 
 void *aot_library = nullptr;
 
-// The AOT loader of one configuration: bool gdn_load_aot_<config>(ctx*, dev*, out*).
-std::optional<GdnKernels> load_aot(const sycl::context &ctx, const sycl::device &dev,
-                                   const KernelConfig &config) {
-  std::optional<GdnKernels> kernels;
-  if (!aot_library) return kernels;
-  using Loader = bool (*)(const sycl::context *, const sycl::device *, std::optional<GdnKernels> *);
+// The AOT loader of one configuration:
+//   bool gdn_load_aot_<config>(ctx*, dev*, int set, std::vector<sycl::kernel> *out).
+std::optional<std::vector<sycl::kernel>> load_aot(const sycl::context &ctx,
+                                                  const sycl::device &dev,
+                                                  const KernelConfig &config, KernelSet set) {
+  if (!aot_library) return std::nullopt;
+  using Loader = bool (*)(const sycl::context *, const sycl::device *, int,
+                          std::vector<sycl::kernel> *);
   auto loader =
       reinterpret_cast<Loader>(dlsym(aot_library, ("gdn_load_aot_" + config.name()).c_str()));
-  if (loader) loader(&ctx, &dev, &kernels);
+  std::vector<sycl::kernel> kernels;
+  if (!loader || !loader(&ctx, &dev, int(set), &kernels)) return std::nullopt;
   return kernels;
 }
 
@@ -58,22 +61,26 @@ std::string chunk_option(const sycl::device &dev, const KernelConfig &config) {
   return "-DGDN_CHUNK=" + std::to_string(chunk);
 }
 
-GdnKernels from_list(std::vector<sycl::kernel> k) { return {k[0], k[1], k[2], k[3]}; }
+// The kernel names of a set, in the order StepKernels lists them.
+std::vector<std::string> kernel_names(const KernelConfig &config, KernelSet set) {
+  const std::string suffix = "_" + config.name();
+  if (set == KernelSet::chunked_prefill) return {"gdn_chunked_prefill" + suffix};
+  return {"gdn_recurrent" + suffix, "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
+}
 
-// Run-time compile of the kernel source, or its program from the persistent cache.
-GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev,
-                               const KernelConfig &config) {
+// Run-time compile of one set of the kernel source, or its program from the persistent cache.
+std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sycl::device &dev,
+                                              const KernelConfig &config, KernelSet set) {
   if (kernel_source().empty())
     throw std::runtime_error("gdn_xpu: kernel source not set (import gdn_xpu first)");
-  const std::string suffix = "_" + config.name();
-  const std::vector<std::string> names{"gdn_recurrent" + suffix, "gdn_chunked_prefill" + suffix,
-                                       "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
+  const std::vector<std::string> names = kernel_names(config, set);
   std::vector<std::string> options = config.build_options();
-  options.push_back(chunk_option(dev, config));
+  options.push_back("-DGDN_KERNELS=" + std::to_string(int(set)));
+  if (set == KernelSet::chunked_prefill) options.push_back(chunk_option(dev, config));
   const std::string cached = cache_path(dev, kernel_source(), options, config.name());
   if (auto kernels = load_cached_kernels(ctx, dev, cached, names)) {
     ++cache_loads;
-    return from_list(std::move(*kernels));
+    return std::move(*kernels);
   }
   try {
     auto source = syclexp::create_kernel_bundle_from_source(
@@ -84,11 +91,28 @@ GdnKernels compile_from_source(const sycl::context &ctx, const sycl::device &dev
     store_program(exe, cached);
     std::vector<sycl::kernel> kernels;
     for (const auto &name : names) kernels.push_back(exe.ext_oneapi_get_kernel(name));
-    return from_list(std::move(kernels));
+    return kernels;
   } catch (const sycl::exception &e) {
     throw std::runtime_error("gdn_xpu: compiling the GDN kernels (" + config.name() + ") for " +
                              dev.get_info<sycl::info::device::name>() + " failed:\n" + e.what());
   }
+}
+
+// The kernels of one set for this queue, built (AOT, cache or compile) once per process.
+const std::vector<sycl::kernel> &kernels_for(const sycl::queue &queue, const KernelConfig &config,
+                                             KernelSet set) {
+  // Kernels belong to a context: key on context, device, configuration and set. std::map keeps
+  // references stable; the lock also makes concurrent first calls build once.
+  using Key = std::tuple<size_t, size_t, std::string, int>;
+  static auto &cache = *new std::map<Key, std::vector<sycl::kernel>>;  // never destroyed
+  std::lock_guard<std::mutex> lock(library_mutex());
+  const Key key{std::hash<sycl::context>{}(queue.get_context()),
+                std::hash<sycl::device>{}(queue.get_device()), config.name(), int(set)};
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second;
+  auto kernels = load_aot(queue.get_context(), queue.get_device(), config, set);
+  if (!kernels) kernels = compile_from_source(queue.get_context(), queue.get_device(), config, set);
+  return cache.emplace(key, std::move(*kernels)).first->second;
 }
 
 }  // namespace
@@ -127,19 +151,13 @@ int cache_load_count() {
   return cache_loads;
 }
 
-const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config) {
-  // Kernels belong to a context: key on context, device and configuration. std::map keeps
-  // references stable; the lock also makes concurrent first calls build once.
-  using Key = std::tuple<size_t, size_t, std::string>;
-  static auto &cache = *new std::map<Key, GdnKernels>;  // never destroyed, as the queue
-  std::lock_guard<std::mutex> lock(library_mutex());
-  const Key key{std::hash<sycl::context>{}(queue.get_context()),
-                std::hash<sycl::device>{}(queue.get_device()), config.name()};
-  auto found = cache.find(key);
-  if (found != cache.end()) return found->second;
-  std::optional<GdnKernels> kernels = load_aot(queue.get_context(), queue.get_device(), config);
-  if (!kernels) kernels.emplace(compile_from_source(queue.get_context(), queue.get_device(), config));
-  return cache.emplace(key, std::move(*kernels)).first->second;
+StepKernels step_kernels_for(const sycl::queue &queue, const KernelConfig &config) {
+  const auto &k = kernels_for(queue, config, KernelSet::step);
+  return {k[0], k[1], k[2]};
+}
+
+sycl::kernel chunked_prefill_kernel_for(const sycl::queue &queue, const KernelConfig &config) {
+  return kernels_for(queue, config, KernelSet::chunked_prefill)[0];
 }
 
 }  // namespace gdn

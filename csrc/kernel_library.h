@@ -7,8 +7,6 @@
 #include <sycl/sycl.hpp>
 
 #include <algorithm>
-#include <optional>
-
 #include <string>
 #include <vector>
 
@@ -29,9 +27,13 @@ struct KernelConfig {
 // State rows per work-group of gdn_chunked_prefill (BV of the kernel source).
 inline int chunked_block_rows(int head_v_dim) { return std::min(head_v_dim, 64); }
 
-struct GdnKernels {
+// The kernels are built in two sets (-DGDN_KERNELS of the source): the step kernels every
+// batch runs, and gdn_chunked_prefill, built apart when a batch first needs it, so a process
+// that never chunks (the CPU device by default) never pays for its compile.
+enum class KernelSet { step = 1, chunked_prefill = 2 };
+
+struct StepKernels {
   sycl::kernel recurrent;
-  sycl::kernel chunked_prefill;
   sycl::kernel conv_state_update;
   sycl::kernel copy_z;
 };
@@ -42,9 +44,10 @@ void set_aot_library(const std::string &path);
 // The text of csrc/kernels/gdn_kernels.sycl, handed over once by the Python package.
 void set_kernel_source(const std::string &source);
 
-// The kernels for this queue's device and configuration; compiles on first use.
+// The kernels for this queue's device and configuration; each set is compiled on first use.
 // Throws std::runtime_error carrying the device compiler's log when the build fails.
-const GdnKernels &kernels_for(const sycl::queue &queue, const KernelConfig &config);
+StepKernels step_kernels_for(const sycl::queue &queue, const KernelConfig &config);
+sycl::kernel chunked_prefill_kernel_for(const sycl::queue &queue, const KernelConfig &config);
 
 // Run-time builds, and programs loaded from the persistent cache, by this process.
 int jit_build_count();
