@@ -1,6 +1,7 @@
 """The persistent kernel cache: a second process loads the compiled program instead of compiling
 it; a corrupt, stale, unwritable or switched-off cache falls back to compiling; concurrent
-processes leave one whole entry. Every run checks its results against the reference."""
+processes leave one whole entry; the chunked prefill kernel is its own build and entry, made only
+when a batch chunks. Every run checks its results against the reference."""
 
 import json
 import os
@@ -34,8 +35,10 @@ print(json.dumps(dict(builds=extension.jit_build_count(), loads=extension.cache_
 """
 
 
-def start(cache_dir, *argv):
+def start(cache_dir, *argv, chunked_from=None):
     env = {**os.environ, "GDN_XPU_CACHE_DIR": str(cache_dir)}
+    if chunked_from is not None:
+        env["GDN_XPU_CHUNKED_FROM"] = str(chunked_from)
     return subprocess.Popen([sys.executable, "-c", RUN, *argv], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -46,8 +49,8 @@ def finish(process) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(cache_dir, *argv) -> dict:
-    return finish(start(cache_dir, *argv))
+def run(cache_dir, *argv, chunked_from=None) -> dict:
+    return finish(start(cache_dir, *argv, chunked_from=chunked_from))
 
 
 def entries(cache_dir):
@@ -71,6 +74,15 @@ def test_second_process_loads_the_program_and_a_corrupt_entry_is_rebuilt(tmp_pat
     path.write_bytes(path.read_bytes()[:20])  # a truncated entry
     assert run(tmp_path)["builds"] == 1
     assert run(tmp_path)["loads"] == 1  # the rebuilt entry is whole again
+
+
+def test_chunked_prefill_kernel_is_built_and_cached_apart_when_a_batch_chunks(tmp_path):
+    # The CPU device never chunks by default: the step kernels only. Chunking from 4 tokens (the
+    # batch has a 5-token prefill) adds the chunked prefill kernel, its own build and entry.
+    assert run(tmp_path)["builds"] == 1
+    chunked = run(tmp_path, chunked_from=4)
+    assert (chunked["builds"], chunked["loads"], len(entries(tmp_path))) == (1, 1, 2)
+    assert run(tmp_path, chunked_from=4)["loads"] == 2
 
 
 def test_changed_source_is_a_new_entry_not_a_stale_hit(tmp_path):
