@@ -19,7 +19,7 @@ KERNEL_SOURCE = ROOT / "csrc" / "kernels" / "gdn_kernels.sycl"
 
 # Configurations compiled ahead of time: act dtype x state dtype x (K, V); conv width 4.
 AOT_ACT_DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
-AOT_STATE_DTYPES = {"f32": 0, "bf16": 2}
+AOT_STATE_DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
 AOT_HEAD_DIMS = [(64, 64), (128, 128), (256, 256)]
 AOT_DEVICES = os.environ.get("GDN_XPU_AOT_DEVICES", "bmg,pvc,lnl-m,arl-h")
 

@@ -106,8 +106,10 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
   const int32_t silu = use_silu;
   const int64_t qkvz_stride = qkvz.stride(0), ba_stride = ba.stride(0);
   const int64_t conv_slot_stride = conv_state.stride(0), ssm_slot_stride = ssm_state.stride(0);
-  const int32_t conv_state_rows = conv_state.size(1);
   const int32_t conv_channels = conv_weights.size(1);
+  // Spec decode's conv history: vLLM's rolling buffer of W-1+num_spec rows, or W-1 rows in every
+  // slot of the sequence (vllm-xpu-kernels' layout). Validation allowed only these two.
+  const int32_t spec_conv_rolling = conv_state.size(1) > conv_weights.size(0) - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
   if (num_actual_tokens > 0)
@@ -143,7 +145,8 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
              ptr<const float>(conv_weights), ptr<const float>(conv_bias), silu,
              ptr<char>(ssm_state), ssm_slot_stride, ptr<const float>(A_log),
              ptr<const float>(dt_bias), g.query_start_loc, g.token_index, g.state_index,
-             g.state_index_stride, g.has_initial_state, g.num_accepted, hk, hv, flat, from);
+             g.state_index_stride, g.has_initial_state, g.num_accepted, spec_conv_rolling, hk,
+             hv, flat, from);
     };
     launch_on_group(kernels.recurrent,
                     sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}));
@@ -158,9 +161,9 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
     if (g.num_seqs == 0) continue;
     launch(queue, kernels.conv_state_update,
            sycl::nd_range<2>({size_t(g.num_seqs), channels}, {1, channel_block}), act_in,
-           qkvz_stride, ptr<char>(conv_state), conv_slot_stride, conv_state_rows,
-           g.query_start_loc, g.token_index, g.state_index, g.state_index_stride,
-           g.has_initial_state, g.num_accepted, hk, hv, flat);
+           qkvz_stride, ptr<char>(conv_state), conv_slot_stride, g.query_start_loc,
+           g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
+           g.num_accepted, spec_conv_rolling, hk, hv, flat);
   }
   if (!queue_address) queue.wait_and_throw();  // CPU tensors are ready when the op returns
 }

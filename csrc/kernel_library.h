@@ -15,7 +15,7 @@ namespace gdn {
 // The element types and sizes a kernel build is specialised for (-D options of the source).
 struct KernelConfig {
   int act_dtype;    // 0 fp32, 1 fp16, 2 bf16 (qkvz, ba, outputs, conv state)
-  int state_dtype;  // 0 fp32, 2 bf16 (ssm state)
+  int state_dtype;  // 0 fp32, 1 fp16, 2 bf16 (ssm state)
   int head_k_dim;
   int head_v_dim;
   int conv_width;

@@ -159,26 +159,33 @@ def gdn_attention_reference(
         # the sequence is shorter than W-1. Rows past W-1 (spec history) are not touched.
         conv_state[slot, :W - 1] = torch.cat([prior, x])[-(W - 1):].to(conv_state.dtype)
 
-    # Spec-decode sequences: slot spec_state_indices[i, t] holds the state after token t, and
-    # slot spec_state_indices[i, 0] a rolling conv buffer of W-1+num_spec inputs, oldest first.
-    # The previous step wrote its tokens at the buffer's end and accepted the first `acc` of
-    # them; so the history ending at the last accepted token starts at row acc-1.
+    # Spec-decode sequences: slot spec_state_indices[i, t] receives the SSM state after token t,
+    # and the step starts from the state of the last accepted token, column acc-1 (acc = the
+    # previous step's accepted count, whatever this row's length L). The conv history has one of
+    # two layouts, told apart by the conv state's rows (README, "Speculative decoding"):
+    # - vLLM's rolling buffer, W-1+num_spec rows in slot column 0: the prior is rows
+    #   [acc-1, acc+W-2); afterwards rows [0, W-2+L) hold (prior ++ x)[1:] and later rows keep
+    #   theirs (vLLM's causal_conv1d_update with IS_SPEC_DECODING, and its CPU path since 0.33);
+    # - per slot, W-1 rows (vllm-xpu-kernels' gdn_attention): the prior is slot column
+    #   max(acc-1, 0)'s (so acc = 0 is legal) and the last W-1 inputs go to column num_spec.
+    rolling = num_spec_decodes > 0 and conv_state.shape[1] > W - 1
     for i in range(num_spec_decodes):
         rows = _token_rows(spec_query_start_loc, spec_token_indx, i, device)
         slots = [int(s) for s in spec_state_indices_tensor[i]]
-        acc, L = int(num_accepted_tokens[i]), rows.numel()
-        if L == 0 or slots[0] < 0:  # empty, or padded
+        acc = int(num_accepted_tokens[i])
+        first = max(acc - 1, 0)
+        if rows.numel() == 0 or slots[0] < 0 or slots[first] < 0:  # empty, or padded
             continue
-        if not 1 <= acc <= L:
-            raise ValueError(f"spec sequence {i}: num_accepted_tokens={acc} must be within "
-                             f"1..{L} (its token count: the conv buffer shifts by it)")
-        buf = conv_state[slots[0]].to(cd, copy=True)
-        prior = buf[acc - 1:acc - 1 + W - 1]
-        x, states = run_sequence(rows, prior, _load_state(ssm_state, slots[acc - 1], cd),
+        if rolling:
+            prior = conv_state[slots[0], first:first + W - 1].to(cd, copy=True)
+        else:
+            prior = conv_state[slots[first], :W - 1].to(cd, copy=True)
+        x, states = run_sequence(rows, prior, _load_state(ssm_state, slots[first], cd),
                                  keep_all_states=True)
         for t, S_t in enumerate(states):
             _store_state(ssm_state, slots[t], S_t)
-        # Shift out everything up to the last accepted token but keep the buffer full:
-        # buf[acc : acc + state_len - L] then this step's L inputs.
-        keep = buf.shape[0] - L
-        conv_state[slots[0]] = torch.cat([buf[acc:acc + keep], x]).to(conv_state.dtype)
+        window = torch.cat([prior, x]).to(conv_state.dtype)
+        if rolling:
+            conv_state[slots[0], :window.shape[0] - 1] = window[1:]
+        else:
+            conv_state[slots[-1], :W - 1] = window[-(W - 1):]

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-STATE_DTYPES = (torch.float32, torch.bfloat16)
+STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PARAM_DTYPES = ACT_DTYPES
 ACTIVATIONS = ("silu", "swish", "identity", "none")
 MAX_HEAD_DIM = 256
@@ -125,7 +125,7 @@ def check_gdn_attention_args(**a) -> None:
     if min(nd, np_, ns) < 0:
         _fail(f"num_decodes={nd}, num_prefills={np_}, num_spec_decodes={ns} must be >= 0")
     non_spec = nd + np_
-    num_spec = conv_state.shape[1] - (W - 1)
+    num_spec, rolling = 0, False
     if non_spec:
         _index_tensor("non_spec_query_start_loc", a["non_spec_query_start_loc"], non_spec + 1,
                       f"[{non_spec + 1}] (num_decodes + num_prefills + 1)")
@@ -138,23 +138,31 @@ def check_gdn_attention_args(**a) -> None:
         if a["non_spec_token_indx"] is not None:
             _index_tensor("non_spec_token_indx", a["non_spec_token_indx"], 0, "[tokens]")
     if ns:
-        if num_spec < 1:
-            _fail(f"num_spec_decodes={ns} needs conv_state with more than W-1={W - 1} rows "
-                  f"(W-1 + num_spec), got {conv_state.shape[1]}")
         _index_tensor("spec_query_start_loc", a["spec_query_start_loc"], ns + 1, f"[{ns + 1}]")
         idx = a["spec_state_indices_tensor"]
-        if idx is None or idx.dim() != 2 or idx.shape[0] < ns or idx.shape[1] != num_spec + 1:
+        if idx is None or idx.dim() != 2 or idx.shape[0] < ns or idx.shape[1] < 2:
             _fail(f"spec_state_indices_tensor has shape {None if idx is None else tuple(idx.shape)}"
-                  f", expected [{ns}, {num_spec + 1}] (num_spec_decodes, num_spec + 1)")
+                  f", expected [{ns}, num_spec + 1] (num_spec_decodes, num_spec + 1 >= 2)")
+        if idx.dtype not in (torch.int32, torch.int64):
+            _fail(f"spec_state_indices_tensor has dtype {idx.dtype}, expected int32 or int64",
+                  TypeError)
+        num_spec = idx.shape[1] - 1
+        # The two spec conv layouts (README, "Speculative decoding").
+        rolling = conv_state.shape[1] == W - 1 + num_spec
+        if not rolling and conv_state.shape[1] != W - 1:
+            _fail(f"conv_state has {conv_state.shape[1]} rows per slot; with spec decodes and "
+                  f"spec_state_indices_tensor of num_spec + 1 = {num_spec + 1} columns it must "
+                  f"hold W-1+num_spec = {W - 1 + num_spec} (vLLM's rolling buffer) or "
+                  f"W-1 = {W - 1} (a history in every slot)")
         _index_tensor("num_accepted_tokens", a["num_accepted_tokens"], ns, f"[{ns}]")
         if a["spec_token_indx"] is not None:
             _index_tensor("spec_token_indx", a["spec_token_indx"], 0, "[tokens]")
 
     if check_values_on_device(device):
-        _check_index_values(a, n, slots, num_spec, non_spec, ns)
+        _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns)
 
 
-def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
+def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
     used_slots: list[torch.Tensor] = []
     used_rows: list[torch.Tensor] = []
 
@@ -184,15 +192,15 @@ def _check_index_values(a, n, slots, num_spec, non_spec, ns) -> None:
     if non_spec:
         group("non_spec", non_spec, a["non_spec_state_indices_tensor"][:non_spec], None)
     if ns:
+        # The previous step's accepted count, whatever this step's length. The rolling buffer
+        # is read from row acc-1, so acc >= 1 there; the per-slot layout reads column
+        # max(acc-1, 0).
         acc = a["num_accepted_tokens"][:ns].long().cpu()
-        if bool((acc < 1).any()) or bool((acc > num_spec + 1).any()):
-            _fail(f"num_accepted_tokens={acc.tolist()} must be within 1..{num_spec + 1} "
+        low = 1 if rolling else 0
+        if bool((acc < low).any()) or bool((acc > num_spec + 1).any()):
+            _fail(f"num_accepted_tokens={acc.tolist()} must be within {low}..{num_spec + 1} "
                   "(num_spec + 1)")
         group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
-        loc = a["spec_query_start_loc"][: ns + 1].long().cpu()
-        if bool((acc > loc[1:] - loc[:-1]).any()):
-            _fail(f"num_accepted_tokens={acc.tolist()} must not exceed each spec sequence's "
-                  f"token count {(loc[1:] - loc[:-1]).tolist()} (the conv buffer shifts by it)")
     everything = torch.cat(used_slots) if used_slots else torch.empty(0, dtype=torch.long)
     if everything.numel() != everything.unique().numel():
         _fail("two sequences of the batch write the same cache slot: state indices "

@@ -56,7 +56,14 @@ class GDNConfig:
     has_bias: bool = True
     activation: str = "silu"
     num_slots: int = 16
-    num_spec: int = 0  # draft tokens per spec step: conv_state has W-1+num_spec rows
+    num_spec: int = 0  # draft tokens per spec step
+    # Spec conv history: vLLM's rolling buffer (conv_state has W-1+num_spec rows) or
+    # vllm-xpu-kernels' per-slot layout (W-1 rows in every slot of a sequence).
+    spec_conv_per_slot: bool = False
+
+    @property
+    def conv_state_rows(self) -> int:
+        return self.conv_width - 1 + (0 if self.spec_conv_per_slot else self.num_spec)
 
 
 def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(), seed=0,
@@ -67,7 +74,8 @@ def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(),
     Sequences: decodes (decode_lens, all 1, always with an initial state, as in vLLM), then
     prefills (prefill_lens, each with or without an initial state at random), both non-spec;
     then spec-decode sequences of spec_lens tokens each (1..num_spec+1), with
-    num_accepted_tokens drawn from 1..their length. Every sequence gets distinct random cache
+    num_accepted_tokens (the previous step's count, independent of this step's length) drawn
+    from 1..num_spec+1 (0..num_spec+1 in the per-slot layout). Every sequence gets distinct random cache
     slots (a spec sequence num_spec+1 of them); slots nobody uses hold random values too.
 
     Tokens: each sequence's tokens are contiguous. When both groups are present, their
@@ -127,7 +135,7 @@ def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(),
         projected_states_ba=randn(T, 2 * hv, dtype=cfg.dtype),
         num_k_heads=cfg.num_k_heads, num_v_heads=cfg.num_v_heads,
         head_k_dim=K, head_v_dim=V,
-        conv_state=randn(cfg.num_slots, W - 1 + cfg.num_spec, C, dtype=cfg.dtype),
+        conv_state=randn(cfg.num_slots, cfg.conv_state_rows, C, dtype=cfg.dtype),
         # State entries of size ~1/sqrt(K): what unit-norm keys and O(1) values build up.
         ssm_state=randn(cfg.num_slots, hv, V, K, scale=K ** -0.5, dtype=cfg.state_dtype),
         # Depthwise weights of size ~1/sqrt(W) keep the conv output O(1).
@@ -157,9 +165,9 @@ def make_batch(cfg: GDNConfig, *, decode_lens=(), prefill_lens=(), spec_lens=(),
         args["spec_query_start_loc"] = start_loc(spec_lens)
         args["spec_state_indices_tensor"] = torch.tensor(table, dtype=torch.int32).view(
             len(spec_lens), cfg.num_spec + 1)
-        args["num_accepted_tokens"] = torch.tensor(
-            [int(torch.randint(1, L + 1, (), generator=gen)) for L in spec_lens],
-            dtype=torch.int32)
+        low = 0 if cfg.spec_conv_per_slot else 1
+        args["num_accepted_tokens"] = torch.randint(
+            low, cfg.num_spec + 2, (len(spec_lens),), generator=gen, dtype=torch.int32)
         if both:
             args["spec_token_indx"] = torch.tensor(group_rows[1], dtype=torch.int64)
     return args

@@ -37,7 +37,7 @@ BAD_INPUTS = [
     ("ba dtype", set_("projected_states_ba", lambda a: a["projected_states_ba"].half()),
      TypeError, "projected_states_ba"),
     ("conv_state dtype", set_("conv_state", lambda a: a["conv_state"].half()), TypeError, "conv_state"),
-    ("ssm_state dtype", set_("ssm_state", lambda a: a["ssm_state"].half()), TypeError, "ssm_state"),
+    ("ssm_state dtype", set_("ssm_state", lambda a: a["ssm_state"].double()), TypeError, "ssm_state"),
     ("A_log dtype", set_("A_log", lambda a: a["A_log"].long()), TypeError, "A_log"),
     ("index dtype", set_("non_spec_query_start_loc", lambda a: a["non_spec_query_start_loc"].float()),
      TypeError, "non_spec_query_start_loc"),
@@ -89,11 +89,12 @@ BAD_INPUTS = [
     ("slot written twice", index_value("non_spec_state_indices_tensor", 1, None), ValueError,
      "same cache slot"),
     ("spec and non-spec share a slot", None, ValueError, "same cache slot"),
+    # The rolling buffer is read from row acc-1: acc = 0 only in the per-slot layout.
     ("accepted zero", index_value("num_accepted_tokens", 0, 0), ValueError, "num_accepted_tokens"),
     ("accepted too many", index_value("num_accepted_tokens", 0, 4), ValueError, "num_accepted_tokens"),
-    ("accepted past sequence", index_value("num_accepted_tokens", 1, 3), ValueError, "num_accepted_tokens"),
     ("spec sequence too long", None, ValueError, "num_spec + 1"),
-    ("spec without buffer", set_("conv_state", lambda a: a["conv_state"][:, :3].contiguous()),
+    # W-1 = 3 rows is the per-slot layout, W-1+num_spec = 5 the rolling buffer; 4 is neither.
+    ("spec conv rows", set_("conv_state", lambda a: a["conv_state"][:, :4].contiguous()),
      ValueError, "num_spec"),
     ("has_initial_state length", set_("has_initial_state", lambda a: a["has_initial_state"][:1]),
      ValueError, "has_initial_state"),
