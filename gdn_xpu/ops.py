@@ -5,13 +5,14 @@
 - torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op. It finds its layer by name in the
   forward context (gdn_xpu/forward_context.py) and calls the raw op with the layer's weights,
   cache and metadata, as vLLM's XPU GDN layer does.
-Both mutate their outputs in place and have fake impls that do nothing, so torch.compile
-traces each call as one opaque node. Without vLLM the layer op is also registered as
+Both mutate their outputs in place and have fake impls that write nothing (the raw op's checks
+its arguments as the real one does), so torch.compile traces each call as one opaque node. Without vLLM the layer op is also registered as
 torch.ops.vllm.gdn_attention_core_xpu; with vLLM, the plugin (gdn_xpu/vllm_plugin.py) does that
 through vLLM's own registration, unless vLLM already defines the name.
 """
 
 import importlib.util
+import inspect
 from typing import Optional
 
 import torch
@@ -78,8 +79,14 @@ def gdn_attention_impl(
     )
 
 
+_GDN_ATTENTION_PARAMETERS = inspect.signature(gdn_attention_impl)
+
+
 def gdn_attention_fake(*args, **kwargs) -> None:
-    return None
+    # Tracing (and tensors on meta, even mixed with real ones) lands here: refuse what the real
+    # op would refuse, short of reading index values.
+    bound = _GDN_ATTENTION_PARAMETERS.bind(*args, **kwargs).arguments
+    check_gdn_attention_args(check_values=False, **bound)
 
 
 torch.library.impl("gdn_xpu::gdn_attention", ("cpu", "xpu"), gdn_attention_impl, lib=_lib)

@@ -136,15 +136,45 @@ def test_bad_input_is_refused_before_anything_is_written(case_id, mutate, error,
             assert torch.equal(value.nan_to_num(7.0), before[name].nan_to_num(7.0)), name
 
 
-def test_tensors_on_two_devices_are_refused():
-    # Only the CPU exists here and the dispatcher would route a meta tensor to the fake impl,
-    # so the check is exercised on the validator the op calls first.
-    from gdn_xpu.validation import check_gdn_attention_args
+# Cases the index values decide: tracing cannot see them.
+VALUE_CASES = {
+    "query_start_loc decreasing", "query_start_loc past tokens", "token index out of range",
+    "token rows shared", "state index out of range", "state index negative",
+    "spec index out of range", "slot written twice", "spec and non-spec share a slot",
+    "accepted zero", "accepted too many", "spec sequence too long"}
 
+
+def on_meta(args):
+    return {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+
+
+@pytest.mark.parametrize("case_id,mutate,error,words",
+                         [c for c in BAD_INPUTS if c[0] not in VALUE_CASES],
+                         ids=[c[0] for c in BAD_INPUTS if c[0] not in VALUE_CASES])
+def test_fake_impl_refuses_what_tracing_can_see(case_id, mutate, error, words):
+    # Meta tensors dispatch to the fake impl, as tracing does: the same error, not silence.
+    args = valid_args()
+    mutate(args)
+    with pytest.raises(error, match=words.replace("+", r"\+")):
+        torch.ops.gdn_xpu.gdn_attention(**on_meta(args))
+
+
+def test_fake_impl_accepts_a_valid_batch():
+    args = valid_args()
+    torch.ops.gdn_xpu.gdn_attention(**on_meta(args))
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v
+                for k, v in args.items()}
+        torch.ops.gdn_xpu.gdn_attention(**fake)
+
+
+def test_tensors_on_two_devices_are_refused():
+    # Only the CPU exists here; one tensor on meta routes the call to the fake impl, which must
+    # refuse it as the real op would.
     args = valid_args()
     args["A_log"] = args["A_log"].to("meta")
     with pytest.raises(ValueError, match="one device"):
-        check_gdn_attention_args(**args)
+        torch.ops.gdn_xpu.gdn_attention(**args)
 
 
 def test_the_valid_batch_itself_runs():
