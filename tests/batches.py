@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from gdn_xpu.reference import gdn_attention_reference
+
 # (RMS(ref - out) / RMS(ref), max |ref - out|) allowed for values stored in each dtype: the
 # kernels compute in fp32, the reference in fp64, and both round the result to the dtype of
 # the tensor it lands in (so states stored in bf16 take the bf16 row).
@@ -177,3 +179,32 @@ def clone_args(args: dict) -> dict:
     """A deep copy of a batch's arguments (tensors cloned), so a kernel and the reference can
     run on identical inputs and caches."""
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+
+
+def run_against_reference(args: dict) -> tuple[dict, dict]:
+    """Run the raw op on `args` and the float64 reference on a copy; compare all four outputs
+    with the tolerances of their dtypes, and check that rows past num_actual_tokens and cache
+    slots no sequence names are untouched. Returns (kernel args, reference args)."""
+    import gdn_xpu  # noqa: F401  (registers the op)
+
+    ref_args, before = clone_args(args), clone_args(args)
+    torch.ops.gdn_xpu.gdn_attention(**args)
+    gdn_attention_reference(**ref_args)
+
+    n, act, state = args["num_actual_tokens"], args["core_attn_out"].dtype, args["ssm_state"].dtype
+    assert_close("core_attn_out", args["core_attn_out"][:n], ref_args["core_attn_out"][:n], act)
+    assert_close("z", args["z"][:n], ref_args["z"][:n], act)
+    assert_close("conv_state", args["conv_state"], ref_args["conv_state"], act)
+    assert_close("ssm_state", args["ssm_state"], ref_args["ssm_state"], state)
+    # Rows past num_actual_tokens keep their sentinel; slots no sequence uses are bit-identical.
+    for name in ("core_attn_out", "z"):
+        assert torch.equal(args[name][n:].nan_to_num(7.0), before[name][n:].nan_to_num(7.0)), name
+    used = set()
+    for name in ("non_spec_state_indices_tensor", "spec_state_indices_tensor"):
+        if args[name] is not None:
+            used |= set(args[name].flatten().tolist())
+    for slot in range(args["ssm_state"].shape[0]):
+        if slot not in used:
+            assert torch.equal(args["ssm_state"][slot], before["ssm_state"][slot]), slot
+            assert torch.equal(args["conv_state"][slot], before["conv_state"][slot]), slot
+    return args, ref_args

