@@ -2,6 +2,11 @@
 
 - torch.ops.gdn_xpu.gdn_attention: the raw kernel op, with the schema of vllm-xpu-kernels'
   torch.ops._xpu_C.gdn_attention (a drop-in), for CPU tensors (SYCL CPU device) and XPU tensors.
+  Spec decode takes either conv history layout, told apart by conv_state's rows per slot:
+  W-1+num_spec is vLLM's rolling buffer in slot column 0 (read from row acc-1; rows
+  [0, W-2+L) become (prior ++ x)[1:]); W-1 is vllm-xpu-kernels' history per slot (read from
+  column max(acc-1, 0); column t receives the inputs up to token t). README, "Speculative
+  decoding".
 - torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op. It finds its layer by name in the
   forward context (gdn_xpu/forward_context.py) and calls the raw op with the layer's weights,
   cache and metadata, as vLLM's XPU GDN layer does.

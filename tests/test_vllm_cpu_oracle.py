@@ -4,7 +4,9 @@ cleanly when vLLM is not installed.
 
 vLLM-CPU reads ssm_state memory as [K, V] per head where this op stores [V, K]: states are
 transposed on the way in and out. Its kernels skip slot 0 (the null block), so batches here
-keep slot 0 unused.
+keep slot 0 unused. vLLM-CPU 0.32 keeps the spec conv buffer full (buf[acc : acc+state_len-L]
+++ x), which equals vLLM's CUDA semantics only for rows of num_spec+1 tokens: the spec cases
+here use only those (test_spec_decode.py covers shorter rows).
 """
 
 import types
