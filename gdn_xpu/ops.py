@@ -40,7 +40,6 @@ GDN_ATTENTION_SCHEMA = (
 )
 
 _lib = torch.library.Library("gdn_xpu", "DEF")
-_lib.define(GDN_ATTENTION_SCHEMA)
 GDN_ATTENTION_CORE_SCHEMA = (
     "gdn_attention_core_xpu(Tensor! core_attn_out, Tensor! z, Tensor projected_states_qkvz, "
     "Tensor projected_states_ba, str layer_name) -> ()"
@@ -94,13 +93,19 @@ def gdn_attention_fake(*args, **kwargs) -> None:
     check_gdn_attention_args(check_values=False, **bound)
 
 
-torch.library.impl("gdn_xpu::gdn_attention", ("cpu", "xpu"), gdn_attention_impl, lib=_lib)
-torch.library.register_fake("gdn_xpu::gdn_attention", gdn_attention_fake, lib=_lib)
+def define_raw_op(lib: torch.library.Library) -> None:
+    """Define <lib's namespace>::gdn_attention as this package's raw op."""
+    lib.define(GDN_ATTENTION_SCHEMA)
+    torch.library.impl(f"{lib.ns}::gdn_attention", ("cpu", "xpu"), gdn_attention_impl, lib=lib)
+    torch.library.register_fake(f"{lib.ns}::gdn_attention", gdn_attention_fake, lib=lib)
 
 
-def gdn_attention_core_impl(core_attn_out: torch.Tensor, z: torch.Tensor,
-                            projected_states_qkvz: torch.Tensor,
-                            projected_states_ba: torch.Tensor, layer_name: str) -> None:
+define_raw_op(_lib)
+
+
+def run_layer(core_attn_out: torch.Tensor, z: torch.Tensor, projected_states_qkvz: torch.Tensor,
+              projected_states_ba: torch.Tensor, layer_name: str) -> None:
+    """The layer op's work: the layer and its batch from the forward context, then the raw op."""
     layer, metadata = lookup_layer(layer_name)
     if metadata is None:
         # Profiling or dummy run: no batch, no state change, but defined outputs.
@@ -109,6 +114,17 @@ def gdn_attention_core_impl(core_attn_out: torch.Tensor, z: torch.Tensor,
         return
     torch.ops.gdn_xpu.gdn_attention(**raw_op_args(
         layer, core_attn_out, z, projected_states_qkvz, projected_states_ba, metadata))
+
+
+# What the layer op runs. Under vLLM the plugin wraps it in vLLM's eager_break_during_capture
+# (XPU graph capture runs it eagerly between captured segments), as vLLM wraps its own layer op.
+layer_op_body = run_layer
+
+
+def gdn_attention_core_impl(core_attn_out: torch.Tensor, z: torch.Tensor,
+                            projected_states_qkvz: torch.Tensor,
+                            projected_states_ba: torch.Tensor, layer_name: str) -> None:
+    layer_op_body(core_attn_out, z, projected_states_qkvz, projected_states_ba, layer_name)
 
 
 def gdn_attention_core_fake(core_attn_out, z, projected_states_qkvz, projected_states_ba,

@@ -8,20 +8,35 @@ every process. It
 2. adds both layer-op names to CompilationConfig's attention (splitting) ops;
 3. replaces vLLM's Qwen GDN layer (QwenGatedDeltaNetAttention, Qwen3-Next and Qwen3.5) with
    a subclass through PluggableLayer.register_oot, whose forward_xpu is one call of this
-   package's layer op. On XPU that is the layer's path; on CPU it is taken only with
-   GDN_XPU_VLLM_CPU=1 (the SYCL CPU device), else vLLM's own CPU kernels stay.
+   package's layer op. On XPU that is the layer's path unless the user asked vLLM (0.33's
+   --gdn-prefill-backend, additional_config["gdn_prefill_backend"]) for a backend other than
+   "auto" or "sycl": then vLLM's own forward_xpu runs (Triton). On CPU it is taken only with
+   GDN_XPU_VLLM_CPU=1 (the SYCL CPU device), else vLLM's own CPU kernels stay;
+4. on XPU, when vllm-xpu-kernels is loaded but was built without its GDN op, defines
+   _xpu_C::gdn_attention as this package's raw op (the schemas are identical), so vLLM 0.33's
+   "sycl" backend and its own XPU layer run this kernel instead of refusing or falling back
+   (GDN_XPU_PROVIDE_XPU_C=0 turns this off). Only into a namespace that is already loaded
+   and lacks the op: a library loaded later could not define it again;
+5. wraps the layer op's body in vLLM's eager_break_during_capture where vLLM provides it, as
+   vLLM does for its own layer op (XPU graph capture).
 
 Calling register() twice, or without vLLM installed, does nothing more.
 """
 
 import importlib.util
+import logging
 import os
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 LAYER_OP_NAMES = ("vllm::gdn_attention_core_xpu", "gdn_xpu::gdn_attention_core_xpu")
 CPU_SWITCH = "GDN_XPU_VLLM_CPU"
+XPU_C_SWITCH = "GDN_XPU_PROVIDE_XPU_C"
+SYCL_BACKENDS = ("auto", "sycl")  # vLLM 0.33's gdn_prefill_backend values that ask for SYCL
 _registered = False
+_provided_libraries: list = []  # torch.library.Library objects must stay alive
 
 
 def register() -> None:
@@ -29,13 +44,61 @@ def register() -> None:
     if _registered or importlib.util.find_spec("vllm") is None:
         return
     _registered = True
+    _provide_xpu_c_gdn_attention()
     _register_vllm_layer_op()
+    _wrap_layer_op_for_graph_capture()
     _add_splitting_ops()
     _register_layer()
 
 
 def routes_cpu_to_sycl() -> bool:
     return os.environ.get(CPU_SWITCH, "0") == "1"
+
+
+def sycl_backend_requested(vllm_config) -> bool:
+    """Whether the user's GDN backend choice (vLLM 0.33: --gdn-prefill-backend, kept in
+    additional_config["gdn_prefill_backend"], default "auto") lets the SYCL kernel serve."""
+    extra = getattr(vllm_config, "additional_config", None)
+    requested = extra.get("gdn_prefill_backend", "auto") if isinstance(extra, dict) else "auto"
+    return str(requested).strip().lower() in SYCL_BACKENDS
+
+
+def provide_raw_op(namespace: str) -> bool:
+    """Define <namespace>::gdn_attention as this package's raw op if the namespace is loaded
+    (some op of it is registered) and lacks it. Returns whether it did."""
+    from gdn_xpu import ops
+
+    loaded = any(name.startswith(namespace + "::") for name in torch._C._dispatch_get_all_op_names())
+    if not loaded or ops.has_schema(f"{namespace}::gdn_attention"):
+        return False
+    lib = torch.library.Library(namespace, "FRAGMENT")
+    ops.define_raw_op(lib)
+    _provided_libraries.append(lib)
+    return True
+
+
+def _provide_xpu_c_gdn_attention() -> None:
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_xpu() or os.environ.get(XPU_C_SWITCH, "1") == "0":
+        return
+    try:
+        import vllm_xpu_kernels._xpu_C  # noqa: F401  (vLLM's XPU platform loads it too)
+    except ImportError:
+        return
+    if provide_raw_op("_xpu_C"):
+        logger.info("gdn_xpu: vllm-xpu-kernels has no gdn_attention; _xpu_C::gdn_attention "
+                    "is gdn_xpu's kernel")
+
+
+def _wrap_layer_op_for_graph_capture() -> None:
+    from gdn_xpu import ops
+
+    try:
+        from vllm.compilation.breakable_cudagraph import eager_break_during_capture
+    except ImportError:  # a vLLM without breakable graph capture
+        return
+    ops.layer_op_body = eager_break_during_capture(ops.run_layer)
 
 
 def _register_vllm_layer_op() -> None:
@@ -62,6 +125,7 @@ def _add_splitting_ops() -> None:
 
 
 def _register_layer() -> None:
+    from vllm.config import get_current_vllm_config
     from vllm.model_executor.custom_op import PluggableLayer, op_registry_oot
     from vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn import (
         QwenGatedDeltaNetAttention)
@@ -75,10 +139,16 @@ def _register_layer() -> None:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            if current_platform.is_xpu() or (current_platform.is_cpu() and routes_cpu_to_sycl()):
+            if current_platform.is_xpu():
+                self.served_by_gdn_xpu = sycl_backend_requested(get_current_vllm_config())
+            else:
+                self.served_by_gdn_xpu = current_platform.is_cpu() and routes_cpu_to_sycl()
+            if self.served_by_gdn_xpu:
                 self._forward_method = self.forward_xpu
 
         def forward_xpu(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            if not self.served_by_gdn_xpu:  # the user asked vLLM for another backend
+                return super().forward_xpu(hidden_states)
             projected_states_qkvz, _ = self.in_proj_qkvz(hidden_states)
             projected_states_ba, _ = self.in_proj_ba(hidden_states)
             shape = (hidden_states.shape[0], self.num_v_heads // self.tp_size, self.head_v_dim)
