@@ -10,19 +10,11 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 import gdn_xpu  # noqa: F401  (registers the ops)
 from gdn_xpu.compile_report import capture
 from gdn_xpu.model import TinyQwen35, TinyQwen35Config, forward_batch, generate, make_batch
-
-
-def progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total
-    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
 
 
 def main(argv=None) -> int:
@@ -59,8 +51,8 @@ def main(argv=None) -> int:
 
     def run(label, forward):
         start = time.perf_counter()
-        out = generate(model, prompts, steps, forward=forward,
-                       on_step=lambda s: progress(label, s + 1, steps))
+        with tqdm(total=steps, desc=f"  {label}", unit="step", file=sys.stdout) as bar:
+            out = generate(model, prompts, steps, forward=forward, on_step=lambda s: bar.update())
         return out, time.perf_counter() - start
 
     eager_tokens, eager_s = run("eager (SYCL kernels)", model)
