@@ -27,15 +27,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from peers import IMPLEMENTATIONS, Shape  # noqa: E402
+from projection import write_projection  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-# Published peaks (vendor spec sheets). Used only for the labelled projection.
-GPUS = {
-    "Intel Arc B580": dict(bandwidth=456e9, flops=13.7e12),
-    "Intel Data Center GPU Max 1550": dict(bandwidth=3.2768e12, flops=52.4e12),
-}
-
-
 def shapes(quick: bool) -> list[Shape]:
     heads = [(16, 32)] if quick else [(16, 32), (16, 64), (4, 8)]  # (4, 8): TP=4 of 16/32
     batches = [1, 32] if quick else [1, 8, 32, 64]
@@ -138,26 +132,9 @@ def main() -> None:
             throughput = f"{shape.delta_rule_flops() / ours / 1e9:.1f} GFLOP/s"
         lines.append(f"| {shape.label} | " + " | ".join(cells + ratios) + f" | {throughput} |")
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
-    write_projection(rows)
+    write_projection()
     plot(rows, names)
     print("\n".join(lines))
-
-
-def write_projection(rows) -> None:
-    lines = ["# PROJECTION (not a measurement)", "",
-             "Times an Intel GPU would need at its *published* peak bandwidth and FP32 rate for the "
-             "bytes and FLOPs of these shapes: lower bounds, nothing was run on these GPUs. Decode "
-             "moves the fp32 state once in and once out; prefill is bounded by the delta rule's "
-             "FLOPs (8·K·V per token and head in recurrent form; the chunked form does about as "
-             "many, in matrix units where present) or the state traffic, whichever is larger.", "",
-             "| shape | " + " | ".join(GPUS) + " |", "|---|" + "---|" * len(GPUS)]
-    for shape, _ in rows:
-        cells = []
-        for gpu in GPUS.values():
-            t = max(shape.state_bytes() / gpu["bandwidth"], shape.delta_rule_flops() / gpu["flops"])
-            cells.append(f"{t * 1e6:.1f} µs")
-        lines.append(f"| {shape.label} | " + " | ".join(cells) + " |")
-    (RESULTS / "PROJECTION.md").write_text("\n".join(lines) + "\n")
 
 
 def plot(rows, names) -> None:
