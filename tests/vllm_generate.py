@@ -1,6 +1,6 @@
 """Greedy generation with vLLM's offline LLM on a checkpoint directory; prints one JSON line.
 
-    python vllm_generate.py CHECKPOINT_DIR [--spec] [--prompts repetitive] [--logprobs N]
+    python vllm_generate.py CHECKPOINT_DIR [--spec] [--prompts repetitive|long] [--logprobs N]
         [--prompt-logprobs N] [--max-tokens N] [--no-prefix-caching] [--max-num-batched-tokens N]
 
 (GDN_XPU_VLLM_CPU=1: GDN layers on gdn_xpu's op.) Used by test_vllm_e2e.py in a fresh process
@@ -25,6 +25,9 @@ PROMPTS = {
     # the context); with the random model most drafts come once greedy generation loops.
     "repetitive": [[5, 6, 7, 8] * 6, [100, 101, 102] * 7 + [100], [42, 43] * 9,
                    list(range(200, 212)) + [9] * 10, [60, 61, 62, 63, 64, 65] * 8],
+    # Lengths 5 to 70, for prefills chunked over several steps (--max-num-batched-tokens 16).
+    "long": [[1, 2, 3, 4, 5], list(range(10, 50)), [(37 * i) % 500 + 3 for i in range(70)],
+             [7] * 12 + list(range(300, 321))],
 }
 SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3,
                "prompt_lookup_min": 2}
@@ -32,7 +35,9 @@ SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_ma
 
 def install_recorder(gdn_layers: int) -> dict:
     """Counts the raw op's kernel launches in this process (wraps the extension) and records,
-    per engine step, the spec-decode part of the batch the raw op gets (wraps the op).
+    per engine step, the spec-decode part of the batch the raw op gets and its prefill rows
+    (those continuing a chunked prefill: has_initial_state), and every reorder_input value
+    the op got (True: Qwen3.5's flat layout; False: Qwen3-Next's interleaved one) (wraps the op).
     A step calls the op once per GDN layer, in layer order, with the same batch: the first
     call of each step (every gdn_layers-th) is the one recorded."""
     import torch
@@ -41,7 +46,8 @@ def install_recorder(gdn_layers: int) -> dict:
 
     stats = {"raw_op": 0, "calls": 0, "spec_calls": 0, "steps": 0, "spec_steps": 0,
              "mixed_spec_steps": 0, "spec_rows": 0, "row_len": collections.Counter(),
-             "accepted": collections.Counter(), "len_accepted": collections.Counter()}
+             "accepted": collections.Counter(), "len_accepted": collections.Counter(),
+             "reorder_input": set(), "prefill_rows": 0, "continued_prefill_rows": 0}
     real_extension = _runtime.extension
 
     def counting_extension():  # counts kernel launches of the raw op
@@ -66,8 +72,14 @@ def install_recorder(gdn_layers: int) -> dict:
         if ns > 0:
             stats["spec_calls"] += 1
         stats["calls"] += 1
+        stats["reorder_input"].add(bool(a["reorder_input"]))
         if (stats["calls"] - 1) % gdn_layers == 0:
             stats["steps"] += 1
+            nd, npf = a["num_decodes"], a["num_prefills"]
+            stats["prefill_rows"] += npf
+            if npf > 0 and a["has_initial_state"] is not None:
+                stats["continued_prefill_rows"] += int(
+                    a["has_initial_state"][nd:nd + npf].sum())
             if ns > 0:
                 stats["spec_steps"] += 1
                 stats["mixed_spec_steps"] += (a["num_prefills"] + a["num_decodes"]) > 0
@@ -132,6 +144,9 @@ def main() -> None:
         "layer_op_in_compiled_graph": "gdn_attention_core_xpu" in graph_code,
         "compiled_graph_files": len(list(cache.rglob("*.py"))),
         "op_steps": stats["steps"],
+        "reorder_input": sorted(stats["reorder_input"]),
+        "prefill_rows": stats["prefill_rows"],
+        "continued_prefill_rows": stats["continued_prefill_rows"],
         "spec": {
             "spec_raw_op_calls": stats["spec_calls"],
             "spec_steps": stats["spec_steps"],
