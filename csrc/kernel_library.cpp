@@ -77,6 +77,13 @@ std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sy
   std::vector<std::string> options = config.build_options();
   options.push_back("-DGDN_KERNELS=" + std::to_string(int(set)));
   if (set == KernelSet::chunked_prefill) options.push_back(chunk_option(dev, config));
+#if __LIBSYCL_MAJOR_VERSION < 9
+  // The 2025.x kernel compilers (libsycl.so.8) link the device libraries libsycl-crt.bc, ...
+  // from the runtime's lib dir, which the intel-sycl-rt wheels lack (they ship .spv): every
+  // build fails unless the link is turned off. The kernels need none (SPIR-V builtin maths).
+  // 2026.0 on carry the libraries in libsycl-jit and reject the option (unknown argument).
+  options.push_back("-fno-sycl-device-lib=all");
+#endif
   const std::string cached = cache_path(dev, kernel_source(), options, config.name());
   if (auto kernels = load_cached_kernels(ctx, dev, cached, names)) {
     ++cache_loads;

@@ -7,7 +7,8 @@ first kernel call, so a missing runtime is an error at first use that says what 
 import os
 import sys
 import threading
-from importlib import resources
+import warnings
+from importlib import metadata, resources
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -59,6 +60,37 @@ def extension():
     return _extension
 
 
+# The oldest SYCL runtime line measured to work (README, "SYCL runtime lines").
+MIN_SYCL_RUNTIME = (2025, 2)
+_cpu_runtime_checked = False
+
+
+def _version(distribution: str):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_cpu_runtime_set() -> None:
+    """The SYCL CPU device needs intel-sycl-rt, intel-cmplr-lib-ur and intel-opencl-rt of one
+    release: intel-sycl-rt pins its own lib-ur, but nothing ties intel-opencl-rt to them, and a
+    mixed set was measured to return kernels' outputs unwritten with no error."""
+    global _cpu_runtime_checked
+    if _cpu_runtime_checked:
+        return
+    sycl_rt, opencl_rt = _version("intel-sycl-rt"), _version("intel-opencl-rt")
+    if sycl_rt and opencl_rt and sycl_rt != opencl_rt:
+        raise RuntimeError(
+            f"gdn_xpu: intel-opencl-rt {opencl_rt} does not match intel-sycl-rt {sycl_rt}; the "
+            "SYCL CPU device needs one release of both (a mixed set was measured to return "
+            f"wrong results): pip install intel-opencl-rt=={sycl_rt}")
+    if sycl_rt and tuple(int(p) for p in sycl_rt.split(".")[:2]) < MIN_SYCL_RUNTIME:
+        warnings.warn(f"gdn_xpu: intel-sycl-rt {sycl_rt} is older than the oldest line measured "
+                      f"to work, {'.'.join(map(str, MIN_SYCL_RUNTIME))}", RuntimeWarning)
+    _cpu_runtime_checked = True
+
+
 def queue_address(device):
     """Address of the sycl::queue to launch on: 0 (the package's CPU-device queue) for CPU
     tensors, torch's current XPU queue for XPU tensors (unverified on Intel GPU hardware)."""
@@ -66,4 +98,5 @@ def queue_address(device):
         import torch
 
         return int(torch.xpu.current_stream(device).sycl_queue)
+    check_cpu_runtime_set()
     return 0

@@ -1,5 +1,5 @@
-"""Faults and extremes: a missing device or a broken kernel source is a clear error at first
-use; NaN stays inside its sequence; concurrent calls are correct; long runs and extreme gates
+"""Faults and extremes: a missing device, a mixed CPU runtime set or a broken kernel source is
+a clear error at first use; NaN stays inside its sequence; concurrent calls are correct; long runs and extreme gates
 stay finite and match the reference."""
 
 import os
@@ -42,6 +42,23 @@ def test_no_sycl_device_is_an_error_at_first_use_not_at_import():
                         OCL_ICD_FILENAMES="/nonexistent/libintelocl.so")
     assert "imported" in result.stdout, result.stderr
     assert "error:" in result.stdout and "intel-opencl-rt" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_mixed_cpu_runtime_set_is_refused_before_any_kernel(monkeypatch):
+    # intel-opencl-rt of another release than intel-sycl-rt returned outputs unwritten.
+    from gdn_xpu import _runtime
+
+    versions = {"intel-sycl-rt": "2025.3.3", "intel-opencl-rt": "2026.1.2"}
+    monkeypatch.setattr(_runtime, "_version", versions.get)
+    monkeypatch.setattr(_runtime, "_cpu_runtime_checked", False)
+    args = make_batch(CFG, decode_lens=(1,))
+    before = clone_args(args)
+    with pytest.raises(RuntimeError, match="intel-opencl-rt==2025.3.3"):
+        torch.ops.gdn_xpu.gdn_attention(**args)
+    assert torch.equal(args["ssm_state"], before["ssm_state"])
+    versions.update({"intel-sycl-rt": "2025.1.0", "intel-opencl-rt": "2025.1.0"})
+    with pytest.warns(RuntimeWarning, match="2025.2"):
+        _runtime.check_cpu_runtime_set()
 
 
 def test_kernel_compile_failure_carries_the_compiler_log():
