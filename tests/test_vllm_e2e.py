@@ -8,18 +8,14 @@ vLLM's default compilation (Dynamo + Inductor on CPU),
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
 from vllm_generate import SPEC_CONFIG
+from vllm_runs import check_same_greedy_generation, generate
 
 pytest.importorskip("vllm")
 
-HERE = pathlib.Path(__file__).parent
 LOGPROB_TOL = 0.05  # bf16 model: |logprob(gdn_xpu) - logprob(vLLM-CPU)| per generated token
 
 
@@ -41,19 +37,6 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_qwen3_next")
     Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
     return path
-
-
-def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str) -> dict:
-    """vllm_generate.py in a fresh process (options: its command-line flags)."""
-    name = ("gdn_xpu" if route_to_gdn_xpu else "vllm") + ("_spec" if "--spec" in options else "")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-           "VLLM_CACHE_ROOT": str(tmp_path / name),
-           "GDN_XPU_VLLM_CPU": "1" if route_to_gdn_xpu else "0"}
-    result = subprocess.run(
-        [sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint), *options],
-        capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
@@ -113,28 +96,4 @@ def test_ngram_spec_decode_matches_no_spec(checkpoint, tmp_path):
     assert 0 < sum((a - 1) * c for a, c in accepted.items()) <= vllm_stats[
         "vllm:spec_decode_num_accepted_tokens"], (stats, vllm_stats)
 
-    check_same_greedy_generation(spec, ref)
-
-
-def check_same_greedy_generation(spec: dict, ref: dict) -> None:
-    """The spec run generated what the reference (no-spec) run did: tokens identical, or the
-    first divergence is at a near-tie of the reference (the spec run took its runner-up, at
-    most SPEC_LOGPROB_TOL below its choice: the random tiny model's distribution is nearly flat,
-    its top-2 gaps are often 0 to 2 bf16 steps); the logprobs of the agreeing tokens and of the
-    prompt tokens within SPEC_LOGPROB_TOL."""
-    for i, (a, b) in enumerate(zip(spec["tokens"], ref["tokens"])):
-        agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-        diffs = [abs(x - y)
-                 for x, y in zip(spec["logprobs"][i][:agree], ref["logprobs"][i][:agree])]
-        prompt_diffs = [abs(x - y) for x, y in zip(spec["prompt_logprobs"][i][1:],
-                                                   ref["prompt_logprobs"][i][1:])]
-        print(f"prompt {i}: {agree}/{len(a)} tokens identical, max |logprob diff| "
-              f"{max(diffs, default=0):.4f}, prompt logprobs {max(prompt_diffs):.4f}")
-        assert max(diffs, default=0) <= SPEC_LOGPROB_TOL, f"prompt {i}: logprob diffs {diffs}"
-        assert max(prompt_diffs) <= SPEC_LOGPROB_TOL, f"prompt {i}: prompt logprobs {prompt_diffs}"
-        if agree < len(a):  # the spec run's token is the reference's runner-up, at a near-tie
-            top = {t: lp for t, lp, _ in ref["top_logprobs"][i][agree]}
-            assert a[agree] in top and top[b[agree]] - top[a[agree]] <= SPEC_LOGPROB_TOL, (
-                f"prompt {i}: diverged at token {agree} ({a[agree]} vs {b[agree]}) without a "
-                f"near-tie: reference top-2 {ref['top_logprobs'][i][agree]}, "
-                f"spec {spec['top_logprobs'][i][agree]}")
+    check_same_greedy_generation(spec, ref, SPEC_LOGPROB_TOL, "spec")

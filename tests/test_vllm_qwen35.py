@@ -10,7 +10,6 @@ PYTHONPATH: a test-only torchvision stand-in (stand_ins/torchvision/__init__.py)
 those imports succeed and raises if anything of it is used.
 """
 
-import json
 import os
 import pathlib
 import subprocess
@@ -18,6 +17,8 @@ import sys
 
 import pytest
 import torch
+
+from vllm_runs import check_same_greedy_generation, generate
 
 pytest.importorskip("vllm")
 
@@ -66,20 +67,6 @@ def stand_in_env(env: dict) -> dict:
     return {**env, "PYTHONPATH": path}
 
 
-def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str) -> dict:
-    """vllm_generate.py in a fresh process, with the torchvision stand-in importable."""
-    name = "gdn_xpu" if route_to_gdn_xpu else "vllm"
-    env = stand_in_env({
-        **os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "VLLM_CACHE_ROOT": str(tmp_path / name),
-        "GDN_XPU_VLLM_CPU": "1" if route_to_gdn_xpu else "0"})
-    result = subprocess.run(
-        [sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint), *options],
-        capture_output=True, text=True, timeout=1200, env=env)
-    assert result.returncode == 0, result.stderr[-6000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_torchvision_stand_in():
     """The stand-in is importable only through the PYTHONPATH the engine runs get, creates
     submodules on demand, and refuses to be used."""
@@ -114,8 +101,9 @@ print("ok")
 
 
 def test_qwen35_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
-    ours = generate(checkpoint, tmp_path, True, *RUN)
-    theirs = generate(checkpoint, tmp_path, False, *RUN)
+    env = stand_in_env(dict(os.environ))
+    ours = generate(checkpoint, tmp_path, True, *RUN, env=env, timeout=1200)
+    theirs = generate(checkpoint, tmp_path, False, *RUN, env=env, timeout=1200)
     print(f"gdn_xpu run: {ours['op_steps']} steps, raw op {ours['raw_op_calls']} calls, "
           f"reorder_input {ours['reorder_input']}, prefill rows {ours['prefill_rows']} "
           f"({ours['continued_prefill_rows']} continuing a chunked prefill)")
@@ -126,25 +114,4 @@ def test_qwen35_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
     assert ours["reorder_input"] == [True], ours["reorder_input"]
     assert ours["continued_prefill_rows"] > 0, ours
 
-    for i, (a, b) in enumerate(zip(ours["tokens"], theirs["tokens"])):
-        assert a and b, f"prompt {i}: nothing generated"
-        agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-        diffs = [abs(x - y)
-                 for x, y in zip(ours["logprobs"][i][:agree], theirs["logprobs"][i][:agree])]
-        prompt_diffs = [abs(x - y) for x, y in zip(ours["prompt_logprobs"][i][1:],
-                                                   theirs["prompt_logprobs"][i][1:])]
-        print(f"prompt {i} ({len(ours['prompts'][i])} tokens): {agree}/{len(a)} tokens "
-              f"identical, max |logprob diff| {max(diffs, default=0):.4f}, prompt logprobs "
-              f"{max(prompt_diffs):.4f}")
-        assert max(diffs, default=0) <= LOGPROB_TOL, f"prompt {i}: logprob diffs {diffs}"
-        assert max(prompt_diffs) <= LOGPROB_TOL, f"prompt {i}: prompt logprobs {prompt_diffs}"
-        if agree < len(a):
-            # Allowed only at a near-tie of the reference: gdn_xpu took vLLM's runner-up, at
-            # most LOGPROB_TOL below vLLM's choice (after which the sequences differ freely).
-            top = {t: lp for t, lp, _ in theirs["top_logprobs"][i][agree]}
-            print(f"  diverged at token {agree}: {a[agree]} vs {b[agree]}, reference top-2 "
-                  f"{theirs['top_logprobs'][i][agree]}")
-            assert a[agree] in top and top[b[agree]] - top[a[agree]] <= LOGPROB_TOL, (
-                f"prompt {i}: diverged at token {agree} ({a[agree]} vs {b[agree]}) without a "
-                f"near-tie: reference top-2 {theirs['top_logprobs'][i][agree]}, "
-                f"gdn_xpu {ours['top_logprobs'][i][agree]}")
+    check_same_greedy_generation(ours, theirs, LOGPROB_TOL, "gdn_xpu")

@@ -1,0 +1,53 @@
+"""Engine runs for the vLLM end-to-end tests: vllm_generate.py in a fresh process, and the
+comparison of two greedy generations of a random tiny bf16 model."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).parent
+
+
+def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str, env=None,
+             timeout: int = 900) -> dict:
+    """vllm_generate.py in a fresh process (options: its command-line flags; env: the process
+    environment, os.environ by default), with GDN layers on gdn_xpu's op or vLLM's own."""
+    name = ("gdn_xpu" if route_to_gdn_xpu else "vllm") + ("_spec" if "--spec" in options else "")
+    env = {**(os.environ if env is None else env), "VLLM_CPU_KVCACHE_SPACE": "1",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CACHE_ROOT": str(tmp_path / name),
+           "GDN_XPU_VLLM_CPU": "1" if route_to_gdn_xpu else "0"}
+    result = subprocess.run(
+        [sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint), *options],
+        capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_same_greedy_generation(ours: dict, ref: dict, tol: float, label: str) -> None:
+    """`ours` generated what `ref` did: tokens identical, or the first divergence at a near-tie
+    of the reference (ours took its runner-up, at most `tol` below its choice: a random tiny
+    model's distribution is nearly flat, its top-2 gaps often 0 to 2 bf16 steps; after it the
+    sequences differ freely); the logprobs of the agreeing tokens and of the prompt tokens
+    within `tol`. Both runs need logprobs=2 and prompt_logprobs."""
+    for i, (a, b) in enumerate(zip(ours["tokens"], ref["tokens"])):
+        assert a and b, f"prompt {i}: nothing generated"
+        agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        diffs = [abs(x - y)
+                 for x, y in zip(ours["logprobs"][i][:agree], ref["logprobs"][i][:agree])]
+        prompt_diffs = [abs(x - y) for x, y in zip(ours["prompt_logprobs"][i][1:],
+                                                   ref["prompt_logprobs"][i][1:])]
+        print(f"prompt {i} ({len(ours['prompts'][i])} tokens): {agree}/{len(a)} tokens "
+              f"identical, max |logprob diff| {max(diffs, default=0):.4f}, prompt logprobs "
+              f"{max(prompt_diffs):.4f}")
+        assert max(diffs, default=0) <= tol, f"prompt {i}: logprob diffs {diffs}"
+        assert max(prompt_diffs) <= tol, f"prompt {i}: prompt logprobs {prompt_diffs}"
+        if agree < len(a):
+            top = {t: lp for t, lp, _ in ref["top_logprobs"][i][agree]}
+            print(f"  diverged at token {agree}: {a[agree]} vs {b[agree]}, reference top-2 "
+                  f"{ref['top_logprobs'][i][agree]}")
+            assert a[agree] in top and top[b[agree]] - top[a[agree]] <= tol, (
+                f"prompt {i}: diverged at token {agree} ({a[agree]} vs {b[agree]}) without a "
+                f"near-tie: reference top-2 {ref['top_logprobs'][i][agree]}, "
+                f"{label} {ours['top_logprobs'][i][agree]}")
