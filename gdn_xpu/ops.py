@@ -65,21 +65,28 @@ def gdn_attention_impl(
 ) -> None:
     args = dict(locals())
     check_gdn_attention_args(**args)
-    extension = _runtime.extension()
-    # The kernels take int32 indices and fp32 parameters (small tensors: cheap to convert),
-    # conv weights tap-major [W, C].
-    extension.gdn_attention(
-        core_attn_out, z, projected_states_qkvz.contiguous(), projected_states_ba.contiguous(),
-        num_k_heads // tp_size, num_v_heads // tp_size, head_k_dim, head_v_dim,
-        conv_state, ssm_state, _fp32(conv_weights.reshape(conv_weights.shape[0], -1).t()),
-        _fp32(conv_bias), activation in ("silu", "swish"), _fp32(A_log), _fp32(dt_bias),
-        num_prefills + num_decodes, num_spec_decodes,
-        None if has_initial_state is None else has_initial_state.to(torch.bool).contiguous(),
-        _int32(non_spec_query_start_loc), _int32(non_spec_token_indx),
-        _int32(non_spec_state_indices_tensor), _int32(spec_query_start_loc),
-        _int32(spec_token_indx), _int32(spec_state_indices_tensor),
-        _int32(num_accepted_tokens), num_actual_tokens, reorder_input,
-        _runtime.queue_address(core_attn_out.device),
+    _runtime.extension().gdn_attention(*launcher_args(args),
+                                       _runtime.queue_address(core_attn_out.device))
+
+
+def launcher_args(a: dict) -> tuple:
+    """The host launcher's arguments for the raw op's (validated) arguments `a`, short of the
+    queue address. The kernels take int32 indices and fp32 parameters (small tensors: cheap to
+    convert), conv weights tap-major [W, C]. The conversions are new tensors: whoever records
+    the launch into a graph must keep this tuple alive as long as the graph."""
+    return (
+        a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
+        a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
+        a["num_v_heads"] // a["tp_size"], a["head_k_dim"], a["head_v_dim"], a["conv_state"],
+        a["ssm_state"], _fp32(a["conv_weights"].reshape(a["conv_weights"].shape[0], -1).t()),
+        _fp32(a["conv_bias"]), a["activation"] in ("silu", "swish"), _fp32(a["A_log"]),
+        _fp32(a["dt_bias"]), a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
+        None if a["has_initial_state"] is None
+        else a["has_initial_state"].to(torch.bool).contiguous(),
+        _int32(a["non_spec_query_start_loc"]), _int32(a["non_spec_token_indx"]),
+        _int32(a["non_spec_state_indices_tensor"]), _int32(a["spec_query_start_loc"]),
+        _int32(a["spec_token_indx"]), _int32(a["spec_state_indices_tensor"]),
+        _int32(a["num_accepted_tokens"]), a["num_actual_tokens"], a["reorder_input"],
     )
 
 

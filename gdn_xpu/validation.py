@@ -3,7 +3,14 @@
 Shapes, dtypes, devices and counts are always checked. The values of index tensors (query
 start locations, token indices, cache slots, accepted counts) are checked when they live in
 host memory (the CPU device: no synchronisation); on an XPU reading them costs a device-to-host
-copy, so there they are checked only with GDN_XPU_CHECK_INDICES=1.
+copy, so there they are checked only with GDN_XPU_CHECK_INDICES=1, and never while the current
+XPU stream is being captured into a graph (a host read would break the capture; the values of
+a captured call change at every replay anyway).
+
+Cache slot 0 is vLLM's null block (NULL_BLOCK_ID): never given to a request, it is where vLLM
+points padded rows (zero tokens: the kernels skip them) and the rows of graph-capture and dummy
+runs (non-empty, all on slot 0: scratch). So slot 0 may repeat within a batch; every other slot
+may be written by one non-empty sequence only (README, "Padded batches and graphs").
 """
 
 import os
@@ -16,6 +23,7 @@ STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PARAM_DTYPES = ACT_DTYPES
 ACTIVATIONS = ("silu", "swish", "identity", "none")
 MAX_HEAD_DIM = 256
+NULL_SLOT = 0  # vLLM's NULL_BLOCK_ID: padded and capture rows' slot, may repeat (scratch)
 
 
 def _fail(message: str, error=ValueError):
@@ -43,8 +51,30 @@ def _index_tensor(name: str, t: Optional[torch.Tensor], length: int, form: str) 
         _fail(f"{name} has shape {tuple(t.shape)}, expected {form}")
 
 
+def graph_capture_underway(device: torch.device) -> bool:
+    """Whether torch is capturing the current stream of `device` into a graph (XPU graphs:
+    torch.xpu.graph, vLLM's FULL graph mode). CPU tensors are never captured."""
+    if device.type != "xpu":
+        return False
+    capturing = getattr(torch.xpu, "is_current_stream_capturing", None)
+    return bool(capturing and capturing())
+
+
 def check_values_on_device(device: torch.device) -> bool:
-    return device.type == "cpu" or os.environ.get("GDN_XPU_CHECK_INDICES", "0") == "1"
+    """Whether the values of index tensors on `device` are checked: always in host memory
+    (CPU tensors); on an XPU only with GDN_XPU_CHECK_INDICES=1 (a device-to-host copy per call)
+    and never during graph capture (no host read of device memory then)."""
+    if device.type == "cpu":
+        return True
+    if device.type != "xpu" or graph_capture_underway(device):
+        return False
+    return os.environ.get("GDN_XPU_CHECK_INDICES", "0") == "1"
+
+
+def _batch_device(t: torch.Tensor) -> torch.device:
+    # The one device of the batch (checked above its use). A seam for tests: the XPU branch of
+    # check_values_on_device is exercised on CPU tensors by patching it.
+    return t.device
 
 
 def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
@@ -77,7 +107,7 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
     if len(devices) > 1:
         where = ", ".join(f"{n}: {t.device}" for n, t in tensors.items())
         _fail(f"all tensors must be on one device, got {where}")
-    device = qkvz.device
+    device = _batch_device(qkvz)
     if device.type not in ("cpu", "xpu", "meta"):  # meta: shapes only, for tracing
         _fail(f"projected_states_qkvz is on {device}; supported devices are cpu and xpu")
 
@@ -190,7 +220,8 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
         if s.numel() and (s.min() < 0 or s.max() >= slots):
             _fail(f"{prefix}_state_indices_tensor values must be cache slots within "
                   f"0..{slots - 1}, got {s.flatten().tolist()}")
-        used_slots.append(s.flatten())
+        # Zero-length rows (vLLM's padding) neither read nor write their slots.
+        used_slots.append(s[(loc[1:] - loc[:-1]) > 0].flatten())
 
     if non_spec:
         group("non_spec", non_spec, a["non_spec_state_indices_tensor"][:non_spec], None)
@@ -205,9 +236,11 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
                   "(num_spec + 1)")
         group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
     everything = torch.cat(used_slots) if used_slots else torch.empty(0, dtype=torch.long)
-    if everything.numel() != everything.unique().numel():
-        _fail("two sequences of the batch write the same cache slot: state indices "
-              f"{everything.tolist()} must be distinct")
+    real = everything[everything != NULL_SLOT]
+    if real.numel() != real.unique().numel():
+        _fail("two sequences of the batch write the same cache slot: the state indices of "
+              f"non-empty sequences {everything.tolist()} must be distinct, except slot "
+              f"{NULL_SLOT} (vLLM's null block, scratch for padded and graph-capture rows)")
     rows = torch.cat(used_rows) if used_rows else torch.empty(0, dtype=torch.long)
     if rows.numel() != rows.unique().numel():
         _fail("spec_token_indx and non_spec_token_indx must name distinct token rows")
