@@ -1,7 +1,8 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
 #   make demo   set up .venv and run the main job (gdn-xpu-demo = python -m gdn_xpu.demo)
 #   make test   set up .venv and .venv-vllm and run the test suite, then a raw-op subset on
-#               every other SYCL runtime line torch's XPU builds bring (make test-lines)
+#               every other SYCL runtime line torch's XPU builds bring (make test-lines), then
+#               the Intel GPU ISA check (make test-isa: no register spills on pvc and acm-g10)
 #   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ LINE_TESTS := test_gdn_attention.py::test_layouts_gqa_and_batch_kinds \
 BUILD_DEPS := setuptools wheel pybind11 ninja
 PIP := -m pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-vllm demo test test-core test-vllm test-lines bench clean
+.PHONY: setup setup-vllm demo test test-core test-vllm test-lines test-isa ocloc bench clean
 
 setup: $(VENV)/.installed
 setup-vllm: $(VENV_VLLM)/.installed
@@ -50,10 +51,10 @@ $(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernel
 demo: setup
 	$(VENV)/bin/gdn-xpu-demo
 
-test: test-core test-vllm test-lines
+test: test-core test-vllm test-lines test-isa
 
 test-core: setup
-	cd tests && ../$(VENV)/bin/python -m pytest -q -ra .
+	cd tests && ../$(VENV)/bin/python -m pytest -q -ra --ignore=test_gpu_isa.py .
 
 # With vLLM installed: the plugin, vLLM end to end, vLLM-CPU as an oracle, and the compile
 # tests again with vLLM's own forward context.
@@ -75,9 +76,38 @@ test-lines: $(foreach v,$(SYCL_LINES),.venv-sycl-$(v)/.installed)
 	.venv-sycl-$*/bin/python $(PIP) --no-build-isolation --no-deps .
 	touch $@
 
+# The Intel GPU ISA check: the SPIR-V of every kernel set compiled by ocloc for pvc and acm-g10,
+# failing on any register spill (tests/gpu_isa.py). GDN_XPU_REQUIRE_OCLOC makes a missing ocloc
+# a failure instead of a skip.
+test-isa: setup ocloc
+	cd tests && GDN_XPU_REQUIRE_OCLOC=1 ../$(VENV)/bin/python -m pytest -q -ra -s test_gpu_isa.py
+
+# ocloc without installing anything: Debian 12's intel-opencl-icd (22.43, IGC 1.0.12504) ships
+# it. Its packages, and those of their dependencies this system lacks, are downloaded and
+# unpacked into $(OCLOC_DIR); ocloc runs with LD_LIBRARY_PATH into it (tests/gpu_isa.py). The
+# package's OpenCL ICD file (etc/) is deleted, never registered.
+OCLOC_DIR := .tools/ocloc
+OCLOC_PKGS := intel-opencl-icd libigc1 libigdfcl1 libigdgmm12
+OCLOC_DEPS = $$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+	  --no-breaks --no-replaces --no-enhances $(OCLOC_PKGS) | grep -v '^[ <]' | sort -u | \
+	  while read p; do dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | \
+	  grep -q '^install ok installed' || echo "$$p"; done)
+OCLOC_DOWNLOAD = apt-get download -q $(OCLOC_PKGS) $(OCLOC_DEPS)
+
+ocloc: $(OCLOC_DIR)/.unpacked
+
+$(OCLOC_DIR)/.unpacked:
+	rm -rf $(OCLOC_DIR) && mkdir -p $(OCLOC_DIR)/debs
+	cd $(OCLOC_DIR)/debs && { $(OCLOC_DOWNLOAD) || { apt-get update -q && $(OCLOC_DOWNLOAD); }; }
+	for deb in $(OCLOC_DIR)/debs/*.deb; do dpkg -x "$$deb" $(OCLOC_DIR)/root || exit 1; done
+	rm -rf $(OCLOC_DIR)/root/etc $(OCLOC_DIR)/debs
+	LD_LIBRARY_PATH=$$(echo $(CURDIR)/$(OCLOC_DIR)/root/usr/lib/*-linux-gnu) \
+	  $(OCLOC_DIR)/root/usr/bin/ocloc ids pvc
+	touch $@
+
 # Benchmarks against the peers installed in the vLLM environment (vLLM-CPU, HF transformers).
 bench: setup-vllm
 	$(VENV_VLLM)/bin/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* build *.egg-info gdn_xpu/*.so
+	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* build *.egg-info gdn_xpu/*.so .tools
