@@ -1,10 +1,17 @@
 """The GPU projection: what gdn_xpu's kernels could take on Intel GPUs, calibrated on what a
-tuned GPU kernel reaches on hardware. A projection, not a measurement: no Intel GPU was run.
+tuned GPU kernel reaches on hardware, and the kernels' Intel GPU ISA (IGC's own compile for
+pvc and acm-g10, from the ISA check) against each target's bandwidth. A projection, not a
+measurement: no Intel GPU was run.
 
-    python benchmarks/projection.py     (writes benchmarks/results/PROJECTION.md; run_all.py too)
+    python benchmarks/projection.py            writes benchmarks/results/PROJECTION.md from the
+                                               ISA check's last results (gpu_isa.json, written
+                                               by make test-isa); run_all.py too
+    python benchmarks/projection.py --run-isa  runs the ISA check first (make ocloc; ~4 min)
 """
 
+import json
 import pathlib
+import sys
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 HEADS, K, V = 32, 128, 128  # Qwen3-Next per-rank shape at tp 1: Hk 16 / Hv 32
@@ -21,6 +28,19 @@ GPUS = {
     "Intel Arc B580": dict(bandwidth=456e9, fp32=13.7e12, lanes=20 * 8 * 16),
     "Intel Data Center GPU Max 1550": dict(bandwidth=3.2768e12, fp32=52.4e12, lanes=128 * 8 * 16),
 }
+
+# The ISA check's targets: what IGC compiled for (ocloc -device) and the product the decode
+# projection judges it on. Published figures (Intel ARK / product briefs): vector engines
+# (XVE, "EUs"), their clock, FP32 lanes per engine per clock, memory bandwidth.
+# Max 1550: 128 Xe-cores x 8 XVE of 512 bits, 1.6 GHz, HBM2e 3.2768 TB/s.
+# Arc A770 16 GB: 32 Xe-cores x 16 XVE of 256 bits, 2.1 GHz graphics clock, GDDR6 560 GB/s.
+ISA_TARGETS = {
+    "pvc": dict(product="Data Center GPU Max 1550", engines=1024, clock=1.6e9, lanes=16,
+                bandwidth=3.2768e12),
+    "acm-g10": dict(product="Arc A770", engines=512, clock=2.1e9, lanes=8, bandwidth=560e9),
+}
+ISA_JSON = RESULTS / "gpu_isa.json"
+STATE_BYTES = {"f32": 4, "bf16": 2, "f16": 2}
 
 # gdn_chunked_prefill's tiling (csrc/kernels/gdn_kernels.sycl): chunks of 64 tokens, one
 # work-group per (sequence, v-head, block of 64 state rows), one work-item per state row.
@@ -51,7 +71,90 @@ def chunked_prefill_flops(tokens: int) -> float:
     return chunks * per_chunk * HEADS
 
 
-def projection_markdown() -> str:
+def instruction_rate(target: str, simd: int) -> float:
+    """SIMD-`simd` instructions per second the whole GPU issues: one instruction per vector
+    engine per clock, an instruction wider than the engine's FP32 lanes taking simd / lanes
+    clocks. No dual issue, no stalls: an optimistic rate, so a budget from it is generous."""
+    t = ISA_TARGETS[target]
+    return t["engines"] * t["clock"] * min(1.0, t["lanes"] / simd)
+
+
+def decode_budget(target: str, simd: int, head_k_dim: int, state: str) -> float:
+    """Instructions per token and state row (per hardware thread holding that row) that a
+    decode step can issue in the time its state traffic takes at the target's bandwidth: the
+    row (K values) is read and written once."""
+    row_bytes = 2 * head_k_dim * STATE_BYTES[state]
+    return row_bytes / ISA_TARGETS[target]["bandwidth"] * instruction_rate(target, simd)
+
+
+def load_isa(path: pathlib.Path = ISA_JSON):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def isa_markdown(isa) -> list:
+    """The ISA section of PROJECTION.md from the ISA check's results (gpu_isa.json)."""
+    lines = ["", "## Intel GPU ISA (IGC's compile; the ISA check)", ""]
+    if not isa:
+        return lines + [f"No ISA results ({ISA_JSON.name} missing): run `make test-isa` or "
+                        "`python benchmarks/projection.py --run-isa`.", ""]
+    options = sorted({f"{r['target']}: `{r['options'] or '(none)'}`" for r in isa})
+    lines += [
+        "Every kernel set's SPIR-V, built with the options the SYCL runtime passes on a Level "
+        "Zero GPU (" + "; ".join(options) + "), compiled by ocloc (Debian's intel-opencl-icd "
+        "22.43, IGC 1.0.12504) for each target; from IGC's shader dumps and the zebin. Spill "
+        "and instructions list every IGC attempt (first / retry: IGC recompiles a kernel that "
+        "spilled, and the binary holds the last). GRF mode: 128 registers is the default, 256 "
+        "the large register file.", "",
+        "Shape of the projection (bf16 activations, fp32 state, K = V = 128):", "",
+        "| kernel | target | GRF mode | spill B | SLM B | SIMD | instructions |",
+        "|---|---|---|---|---|---|---|"]
+    for r in isa:
+        if r["config"] != "bf16_f32_k128_v128_w4":
+            continue
+        mode = {128: "128 (default)", 256: "256 (large)"}.get(r["grf"], str(r["grf"]))
+        lines.append(f"| {r['kernel']} | {r['target']} | {mode} | "
+                     f"{' / '.join(str(a['spill']) for a in r['attempts'])} | {r['slm']} | "
+                     f"{r['simd']} | {' / '.join(str(a['instructions']) for a in r['attempts'])} |")
+    spills = sorted({f"{r['kernel']} ({r['target']})" for r in isa if r["spill"]})
+    lines += ["", "Spills in any configuration: " + (", ".join(spills) if spills else "none") + ".",
+              ""]
+
+    lines += [
+        "### Decode: does the instruction count keep it memory-bound?", "",
+        "gdn_recurrent holds each state row in one hardware thread (a sub-group) for the whole "
+        "sequence; a decode step reads and writes the row once (2 x K x state bytes). The "
+        "**budget** is the instructions per token and row the GPU can issue in the time that "
+        "traffic takes at the published bandwidth (`decode_budget`: one instruction per vector "
+        "engine per clock, a SIMD16 instruction taking 2 clocks on Xe-HPG's 8-lane engines; "
+        "no dual issue, no stalls, so generous). The kernel's count per row is the token "
+        "loop's instructions (`tests/gpu_isa.py`: the loop doing the most float arithmetic of "
+        "its own) divided by the rows a thread updates in it: a lower bound of a decode step's "
+        "work; the whole kernel's instructions divided so are an upper bound (every "
+        "instruction once, including conv, gates, state load/store and branches a decode "
+        "skips). Memory-bound when the upper bound is under the budget; compute-bound when "
+        "the lower bound is over it; in between, only hardware can tell.", "",
+        "| act/state K=V | target | rows / thread | token loop / row | whole kernel / row | "
+        "budget / row | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in isa:
+        d = r.get("decode_loop")
+        if r["kernel"] != "gdn_recurrent" or not d:
+            continue
+        act, state, k = r["config"].split("_")[:3]
+        budget = decode_budget(r["target"], r["simd"], int(k[1:]), state)
+        low, high = d["token_loop_per_row"], d["kernel_per_row"]
+        verdict = ("memory-bound" if high <= budget else "compute-bound" if low > budget
+                   else "between: hardware decides")
+        lines.append(f"| {act}/{state} {k[1:]} | {r['target']} | {d['rows_per_thread']:g} | "
+                     f"{low:.0f} | {high:.0f} | {budget:.0f} | {verdict} |")
+    lines += ["", "Targets: " + "; ".join(
+        f"{name} = {t['product']} ({t['engines']} vector engines x {t['clock'] / 1e9:.1f} GHz, "
+        f"{t['lanes']} FP32 lanes each, {t['bandwidth'] / 1e9:.0f} GB/s)"
+        for name, t in ISA_TARGETS.items()) + ". Xe2 (Arc B580, Lunar Lake) is not in this "
+        "ocloc: unchecked.", ""]
+    return lines
+
+
+def projection_markdown(isa=None) -> str:
     lines = [
         "# PROJECTION (not a measurement)", "",
         "Nothing here ran on an Intel GPU. The times are what gdn_xpu's kernels would take on "
@@ -106,6 +209,7 @@ def projection_markdown() -> str:
                          f"{100 * busy:.0f}% of lanes busy)")
         lines.append(f"| {tokens} tokens, {seqs} seq | {flops / 1e9:.1f} | " + " | ".join(cells) + " |")
 
+    lines += isa_markdown(isa)
     lines += [
         "", "## What only hardware can tell", "",
         "- The decode kernel's achieved bandwidth on Xe2/Xe-HPC (state held in registers per "
@@ -116,16 +220,24 @@ def projection_markdown() -> str:
         "- The run-time compile and the AOT build (`GDN_XPU_AOT=1`, needs icpx) on the GPU "
         "driver, and torch's XPU queue interop (`torch.xpu.current_stream().sycl_queue`).",
         "- vLLM end to end on XPU: time to first token and decode tokens/s.",
+        "- Whether the decode kernel's instruction issue, occupancy and memory latency hiding "
+        "match the ISA section's counts, and the Xe2 ISA (no Xe2 in this ocloc).",
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_projection() -> pathlib.Path:
+def write_projection(run_isa: bool = False) -> pathlib.Path:
     RESULTS.mkdir(exist_ok=True)
+    if run_isa:
+        import tempfile
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+        import gpu_isa
+        with tempfile.TemporaryDirectory(prefix="gdn_gpu_isa_") as work:
+            gpu_isa.write_results(gpu_isa.run_check(pathlib.Path(work)), RESULTS)
     path = RESULTS / "PROJECTION.md"
-    path.write_text(projection_markdown())
+    path.write_text(projection_markdown(load_isa()))
     return path
 
 
 if __name__ == "__main__":
-    print(write_projection().read_text())
+    print(write_projection(run_isa="--run-isa" in sys.argv[1:]).read_text())

@@ -123,7 +123,7 @@ def capture(target: str, out_dir: Path) -> list:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, LD_PRELOAD=str(_build_interposer(out_dir)),
                GDN_CAPTURE_DIR=str(out_dir), GDN_CAPTURE_LOCAL_MEM=str(TARGETS[target]),
-               GDN_XPU_CACHE_DIR="", GDN_XPU_BUILD_FOR="gpu",
+               GDN_CAPTURE_NO_RUN="1", GDN_XPU_CACHE_DIR="", GDN_XPU_BUILD_FOR="gpu",
                GDN_XPU_CHUNKED_FROM=str(CHUNKED_FROM))
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--capture-into",
                            str(out_dir)], cwd=TESTS, env=env, capture_output=True, text=True)
@@ -240,6 +240,9 @@ class KernelISA:
     def spill(self) -> int:
         """The largest spill of any attempt: the binary must not depend on IGC's retry."""
         return max(a.spill for a in self.attempts)
+
+    def __repr__(self) -> str:  # short in pytest's failure reports
+        return f"KernelISA({self.kernel} {self.config} {self.target}, spill {self.spill})"
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

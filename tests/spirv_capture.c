@@ -4,6 +4,9 @@
  *   GDN_CAPTURE_DIR        where <n>.spv (each clCreateProgramWithIL module) and events.log go
  *   GDN_CAPTURE_LOCAL_MEM  reported as CL_DEVICE_LOCAL_MEM_SIZE, so the launcher picks the
  *                          shared-memory-dependent build options of the GPU being checked
+ *   GDN_CAPTURE_NO_RUN     kernels are not run (a marker replaces each launch): the check
+ *                          needs the modules and launch sizes, not the results, and kernels
+ *                          built for a GPU's split need not run right on the CPU
  *
  * events.log, one line per event, in call order:
  *   frontend <option>        urPlatformGetBackendOption: a frontend option of the next image
@@ -157,5 +160,10 @@ cl_int clEnqueueNDRangeKernel(void *queue, void *kernel, cl_uint dims, const siz
   pthread_mutex_lock(&lock);
   log_event("launch", text, NULL);
   pthread_mutex_unlock(&lock);
+  if (getenv("GDN_CAPTURE_NO_RUN")) {
+    cl_int (*marker)(void *, cl_uint, const void *, void *) =
+        real_symbol("libOpenCL.so.1", "clEnqueueMarkerWithWaitList");
+    return marker(queue, num_events, wait_list, event);
+  }
   return real(queue, kernel, dims, offset, global, local, num_events, wait_list, event);
 }
