@@ -68,7 +68,7 @@ void launch(sycl::queue &queue, const sycl::kernel &kernel, const sycl::nd_range
 }
 
 // One batch group (non-spec or spec sequences): the recurrent kernel, one work-group per
-// (sequence, v-head).
+// (sequence, v-head, block of state rows).
 struct Group {
   int32_t num_seqs;
   const int32_t *query_start_loc, *token_index, *state_index;
@@ -135,6 +135,7 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
                         .get_info<sycl::info::kernel_device_specific::compile_work_group_size>(
                             queue.get_device())
                         .size();
+  const size_t recurrent_blocks = V / recurrent_layout(queue.get_device(), head_k_dim, V).block_rows;
   const size_t bv = chunked_block_rows(V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
@@ -149,7 +150,8 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
              hv, flat, from);
     };
     launch_on_group(kernels.recurrent,
-                    sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv), wg}, {1, 1, wg}));
+                    sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * recurrent_blocks, wg},
+                                      {1, 1, wg}));
     if (from != kNever)
       launch_on_group(chunked_prefill_kernel_for(queue, config),
                       sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * (V / bv), bv},

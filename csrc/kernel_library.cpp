@@ -4,6 +4,8 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
+
 #include <map>
 #include <optional>
 #include <mutex>
@@ -76,6 +78,9 @@ std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sy
   const std::vector<std::string> names = kernel_names(config, set);
   std::vector<std::string> options = config.build_options();
   options.push_back("-DGDN_KERNELS=" + std::to_string(int(set)));
+  const RecurrentLayout layout = recurrent_layout(dev, config.head_k_dim, config.head_v_dim);
+  options.push_back("-DGDN_ROWS_PER_SG=" + std::to_string(layout.rows_per_sg));
+  options.push_back("-DGDN_BLOCK_ROWS=" + std::to_string(layout.block_rows));
   if (set == KernelSet::chunked_prefill) options.push_back(chunk_option(dev, config));
 #if __LIBSYCL_MAJOR_VERSION < 9
   // The 2025.x kernel compilers (libsycl.so.8) link the device libraries libsycl-crt.bc, ...
@@ -134,6 +139,14 @@ std::vector<std::string> KernelConfig::build_options() const {
   return {"-DGDN_ACT=" + std::to_string(act_dtype), "-DGDN_STATE=" + std::to_string(state_dtype),
           "-DGDN_K=" + std::to_string(head_k_dim), "-DGDN_V=" + std::to_string(head_v_dim),
           "-DGDN_W=" + std::to_string(conv_width), "-DGDN_SUFFIX=" + name()};
+}
+
+RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int head_v_dim) {
+  const char *build_for = std::getenv("GDN_XPU_BUILD_FOR");
+  if (dev.is_cpu() && !(build_for && std::string(build_for) == "gpu")) return {16, head_v_dim};
+  int rows = 1;
+  while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
+  return {rows, head_v_dim % 32 == 0 ? 32 : 16};
 }
 
 void set_aot_library(const std::string &path) {

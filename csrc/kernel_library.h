@@ -27,6 +27,19 @@ struct KernelConfig {
 // State rows per work-group of gdn_chunked_prefill (BV of the kernel source).
 inline int chunked_block_rows(int head_v_dim) { return std::min(head_v_dim, 64); }
 
+// gdn_recurrent's work split: state rows one sub-group holds and rows one work-group covers
+// (GDN_ROWS_PER_SG, GDN_BLOCK_ROWS of the kernel source); V / block_rows work-groups per head.
+//  - GPUs: 256 / K rows per sub-group, 16 state values per lane, so the kernel fits 128
+//    registers (Intel's compiler spilled 64 values per lane on every target); 32-row blocks.
+//  - The CPU device: 16 rows per sub-group (one row per lane after the butterfly of row_sums,
+//    all rows' sums in flight at once) and the whole head per work-group (one conv per head).
+// GDN_XPU_BUILD_FOR=gpu gives the GPU split on any device: the ISA check builds GPU SPIR-V so.
+struct RecurrentLayout {
+  int rows_per_sg;
+  int block_rows;
+};
+RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int head_v_dim);
+
 // The kernels are built in two sets (-DGDN_KERNELS of the source): the step kernels every
 // batch runs, and gdn_chunked_prefill, built apart when a batch first needs it, so a process
 // that never chunks (the CPU device by default) never pays for its compile.
