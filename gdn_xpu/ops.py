@@ -119,8 +119,19 @@ def run_layer(core_attn_out: torch.Tensor, z: torch.Tensor, projected_states_qkv
         core_attn_out.zero_()
         z.zero_()
         return
+    fresh = getattr(metadata, "gdn_xpu_fresh_spec_rows", None)
+    if fresh is not None:  # spec rows of new requests (gdn_xpu/vllm_plugin.py, point 6)
+        reset_spec_slots(layer.kv_cache, metadata.spec_state_indices_tensor, fresh)
     torch.ops.gdn_xpu.gdn_attention(**raw_op_args(
         layer, core_attn_out, z, projected_states_qkvz, projected_states_ba, metadata))
+
+
+def reset_spec_slots(kv_cache, spec_state_indices: torch.Tensor, rows: torch.Tensor) -> None:
+    """Zero the conv and SSM states of every slot of the given spec rows: a new sequence's
+    state. Device-side indexing only (no host read of the indices)."""
+    slots = spec_state_indices[rows].flatten().long()
+    for state in kv_cache[:2]:
+        state.index_fill_(0, slots, 0)
 
 
 # What the layer op runs. Under vLLM the plugin wraps it in vLLM's eager_break_during_capture

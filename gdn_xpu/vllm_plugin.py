@@ -18,7 +18,14 @@ every process. It
    (GDN_XPU_PROVIDE_XPU_C=0 turns this off). Only into a namespace that is already loaded
    and lacks the op: a library loaded later could not define it again;
 5. wraps the layer op's body in vLLM's eager_break_during_capture where vLLM provides it, as
-   vLLM does for its own layer op (XPU graph capture).
+   vLLM does for its own layer op (XPU graph capture);
+6. marks the spec rows of requests that have no state yet: vLLM's scheduler pads a new
+   one-token prompt to 1 + num_spec tokens (draft ids -1) when it joins running decodes, and
+   vLLM's GDN metadata then makes it a spec row, which reads its freshly allocated, recycled
+   slots as if they held its state. The plugin wraps GDNAttentionMetadataBuilder.build to list
+   those rows (num_computed_tokens 0, from host-side counts: no device read), and the layer op
+   zeroes their slots' SSM and conv states before the kernel: a zero state is exactly a new
+   sequence's (README, "Known vLLM behaviour"). GDN_XPU_FRESH_SPEC_GUARD=0 turns it off.
 
 Calling register() twice, or without vLLM installed, does nothing more.
 """
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 LAYER_OP_NAMES = ("vllm::gdn_attention_core_xpu", "gdn_xpu::gdn_attention_core_xpu")
 CPU_SWITCH = "GDN_XPU_VLLM_CPU"
 XPU_C_SWITCH = "GDN_XPU_PROVIDE_XPU_C"
+FRESH_SPEC_SWITCH = "GDN_XPU_FRESH_SPEC_GUARD"
+FRESH_SPEC_ROWS = "gdn_xpu_fresh_spec_rows"  # attribute set on vLLM's GDNAttentionMetadata
 SYCL_BACKENDS = ("auto", "sycl")  # vLLM 0.33's gdn_prefill_backend values that ask for SYCL
 _registered = False
 _provided_libraries: list = []  # torch.library.Library objects must stay alive
@@ -49,6 +58,7 @@ def register() -> None:
     _wrap_layer_op_for_graph_capture()
     _add_splitting_ops()
     _register_layer()
+    _mark_fresh_spec_rows()
 
 
 def routes_cpu_to_sycl() -> bool:
@@ -99,6 +109,48 @@ def _wrap_layer_op_for_graph_capture() -> None:
     except ImportError:  # a vLLM without breakable graph capture
         return
     ops.layer_op_body = eager_break_during_capture(ops.run_layer)
+
+
+def fresh_spec_rows(metadata, common, num_decode_draft_tokens_cpu):
+    """Indices (among the spec rows of `metadata`) of non-empty spec rows whose request has no
+    computed token yet, as a tensor on the metadata's device, or None. Host-side counts only
+    (query_start_loc_cpu, seq_lens_cpu_upper_bound): an upper bound of the sequence length, so
+    a row found here has no state for certain."""
+    ns = getattr(metadata, "num_spec_decodes", 0)
+    bound = getattr(common, "seq_lens_cpu_upper_bound", None)
+    if not ns or num_decode_draft_tokens_cpu is None or bound is None:
+        return None
+    query_lens = common.query_start_loc_cpu.diff()
+    rows = (num_decode_draft_tokens_cpu[:query_lens.numel()] >= 0).nonzero().flatten()[:ns]
+    computed = bound[:query_lens.numel()].to(query_lens.dtype) - query_lens
+    fresh = ((computed[rows] == 0) & (query_lens[rows] > 0)).nonzero().flatten()
+    if not fresh.numel():
+        return None
+    return fresh.to(metadata.spec_state_indices_tensor.device, non_blocking=True)
+
+
+def _mark_fresh_spec_rows() -> None:
+    if os.environ.get(FRESH_SPEC_SWITCH, "1") == "0":
+        return
+    try:
+        from vllm.v1.attention.backends.gdn_attn import GDNAttentionMetadataBuilder
+    except ImportError:
+        return
+    build = GDNAttentionMetadataBuilder.build
+    if getattr(build, "_gdn_xpu_marks_fresh_spec_rows", False):
+        return
+
+    def build_marking_fresh_spec_rows(self, common_prefix_len, common_attn_metadata,
+                                      num_accepted_tokens=None,
+                                      num_decode_draft_tokens_cpu=None, fast_build=False):
+        metadata = build(self, common_prefix_len, common_attn_metadata, num_accepted_tokens,
+                         num_decode_draft_tokens_cpu, fast_build)
+        setattr(metadata, FRESH_SPEC_ROWS, fresh_spec_rows(
+            metadata, common_attn_metadata, num_decode_draft_tokens_cpu))
+        return metadata
+
+    build_marking_fresh_spec_rows._gdn_xpu_marks_fresh_spec_rows = True
+    GDNAttentionMetadataBuilder.build = build_marking_fresh_spec_rows
 
 
 def _register_vllm_layer_op() -> None:

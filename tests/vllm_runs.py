@@ -22,25 +22,38 @@ def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str, env=No
         [sys.executable, str(HERE / "vllm_generate.py"), str(checkpoint), *options],
         capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr[-6000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # vLLM's worker processes log to stdout too, before and after the result line.
+    return json.loads(next(line for line in reversed(result.stdout.splitlines())
+                           if line.startswith('{"prompts"')))
 
 
-def check_same_greedy_generation(ours: dict, ref: dict, tol: float, label: str) -> None:
+def check_same_greedy_generation(ours: dict, ref: dict, tol: float, label: str) -> dict:
     """`ours` generated what `ref` did: tokens identical, or the first divergence at a near-tie
     of the reference (ours took its runner-up, at most `tol` below its choice: a random tiny
     model's distribution is nearly flat, its top-2 gaps often 0 to 2 bf16 steps; after it the
     sequences differ freely); the logprobs of the agreeing tokens and of the prompt tokens
-    within `tol`. Both runs need logprobs=2 and prompt_logprobs."""
+    within `tol`. Both runs need logprobs=2; prompt logprobs are compared when both have them.
+    Returns the tokens compared, those identical, and the largest logprob differences."""
+    summary = {"tokens": 0, "identical": 0, "max_logprob_diff": 0.0,
+               "max_prompt_logprob_diff": 0.0, "divergences": 0}
     for i, (a, b) in enumerate(zip(ours["tokens"], ref["tokens"])):
         assert a and b, f"prompt {i}: nothing generated"
         agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
         diffs = [abs(x - y)
                  for x, y in zip(ours["logprobs"][i][:agree], ref["logprobs"][i][:agree])]
-        prompt_diffs = [abs(x - y) for x, y in zip(ours["prompt_logprobs"][i][1:],
-                                                   ref["prompt_logprobs"][i][1:])]
+        prompt_diffs = [0.0]  # a one-token prompt has no prompt logprob to compare
+        if "prompt_logprobs" in ours and "prompt_logprobs" in ref:
+            prompt_diffs += [abs(x - y) for x, y in zip(ours["prompt_logprobs"][i][1:],
+                                                        ref["prompt_logprobs"][i][1:])]
         print(f"prompt {i} ({len(ours['prompts'][i])} tokens): {agree}/{len(a)} tokens "
               f"identical, max |logprob diff| {max(diffs, default=0):.4f}, prompt logprobs "
               f"{max(prompt_diffs):.4f}")
+        summary["tokens"] += len(a)
+        summary["identical"] += agree
+        summary["max_logprob_diff"] = max(summary["max_logprob_diff"], max(diffs, default=0))
+        summary["max_prompt_logprob_diff"] = max(summary["max_prompt_logprob_diff"],
+                                                 max(prompt_diffs))
+        summary["divergences"] += agree < len(a)
         assert max(diffs, default=0) <= tol, f"prompt {i}: logprob diffs {diffs}"
         assert max(prompt_diffs) <= tol, f"prompt {i}: prompt logprobs {prompt_diffs}"
         if agree < len(a):
@@ -51,3 +64,4 @@ def check_same_greedy_generation(ours: dict, ref: dict, tol: float, label: str) 
                 f"prompt {i}: diverged at token {agree} ({a[agree]} vs {b[agree]}) without a "
                 f"near-tie: reference top-2 {ref['top_logprobs'][i][agree]}, "
                 f"{label} {ours['top_logprobs'][i][agree]}")
+    return summary
