@@ -15,14 +15,16 @@ their slots first (gdn_xpu/vllm_plugin.py, point 6).
 import json
 
 import pytest
-import torch
-
-from batches import GDNConfig, assert_close, clone_args, make_batch
-from gdn_xpu.reference import gdn_attention_reference
-from test_vllm_padded_batches import builder, checkpoint, common_metadata, op_args  # noqa: F401
-from vllm_runs import check_same_greedy_generation, generate
 
 pytest.importorskip("vllm")
+
+import torch  # noqa: E402
+
+from batches import GDNConfig, assert_close, clone_args, make_batch  # noqa: E402
+from gdn_xpu.reference import gdn_attention_reference  # noqa: E402
+from test_vllm_padded_batches import (  # noqa: E402, F401
+    builder, checkpoint, common_metadata, op_args)
+from vllm_runs import check_same_greedy_generation, generate  # noqa: E402
 
 SPEC_CFG = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64, num_slots=16,
                      num_spec=2)
