@@ -30,6 +30,16 @@ def aot_chunk(head_k_dim):
     return 32 if head_k_dim <= 128 else 16
 
 
+def aot_recurrent_layout(head_k_dim, head_v_dim):
+    """gdn_recurrent's GPU work split as -D options: the rule of recurrent_layout in
+    csrc/kernel_library.cpp (256 / K rows per sub-group, all held at once; 32-row blocks)."""
+    rows = 1
+    while rows < 16 and 2 * rows * head_k_dim <= 256:
+        rows *= 2
+    block = 32 if head_v_dim % 32 == 0 else 16
+    return [f"-DGDN_ROWS_PER_SG={rows}", f"-DGDN_GROUP_ROWS={rows}", f"-DGDN_BLOCK_ROWS={block}"]
+
+
 def sycl_runtime_dirs():
     """(include dir, lib dir) of the intel-sycl-rt installed in this environment."""
     try:
@@ -79,7 +89,8 @@ class BuildWithAot(BuildExtension):
                         icpx, *targets, "-O3", "-fPIC", "-x", "c++", "-c", str(KERNEL_SOURCE),
                         "-o", str(obj), "-DGDN_AOT", f"-DGDN_ACT={act_code}",
                         f"-DGDN_STATE={state_code}", f"-DGDN_K={k}", f"-DGDN_V={v}",
-                        "-DGDN_W=4", f"-DGDN_CHUNK={aot_chunk(k)}", f"-DGDN_SUFFIX={name}"])
+                        "-DGDN_W=4", f"-DGDN_CHUNK={aot_chunk(k)}", f"-DGDN_SUFFIX={name}",
+                        *aot_recurrent_layout(k, v)])
                     objects.append(str(obj))
         subprocess.check_call([icpx, *targets, "-shared", *objects,
                                "-o", str(out_dir / "libgdn_xpu_aot.so")])

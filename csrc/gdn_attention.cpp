@@ -136,7 +136,7 @@ void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &q
                             queue.get_device())
                         .size();
   const size_t recurrent_blocks = V / recurrent_layout(queue.get_device(), head_k_dim, V).block_rows;
-  const size_t bv = chunked_block_rows(V);
+  const size_t bv = chunked_block_rows(head_k_dim, V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
     const int32_t from = g.num_accepted ? kNever : non_spec_chunked_from;  // spec: recurrent

@@ -48,14 +48,15 @@ std::string &kernel_source() {
 
 int builds = 0, cache_loads = 0;
 
-// The longest chunk (64, 32 or 16 tokens) whose gdn_chunked_prefill tiles (counted in floats
+// The longest chunk (64, 32, 16 or 8 tokens) whose gdn_chunked_prefill tiles (counted in floats
 // as in the kernel source) fit the device's shared local memory: a -DGDN_CHUNK option.
 std::string chunk_option(const sycl::device &dev, const KernelConfig &config) {
-  const size_t K = config.head_k_dim, bv = chunked_block_rows(config.head_v_dim);
+  const size_t K = config.head_k_dim,
+               bv = chunked_block_rows(config.head_k_dim, config.head_v_dim);
   const size_t local_mem = dev.get_info<sycl::info::device::local_mem_size>();
-  int chunk = 16;
-  for (size_t c : {64, 32}) {
-    if ((c * K * 3 + c * bv + 2 * c * c + K * bv + 6 * c) * sizeof(float) <= local_mem) {
+  int chunk = 8;
+  for (size_t c : {64, 32, 16}) {
+    if ((2 * c * K + c * bv + 2 * c * c + K * (bv + 1) + 6 * c) * sizeof(float) <= local_mem) {
       chunk = int(c);
       break;
     }
@@ -80,8 +81,13 @@ std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sy
   options.push_back("-DGDN_KERNELS=" + std::to_string(int(set)));
   const RecurrentLayout layout = recurrent_layout(dev, config.head_k_dim, config.head_v_dim);
   options.push_back("-DGDN_ROWS_PER_SG=" + std::to_string(layout.rows_per_sg));
+  options.push_back("-DGDN_GROUP_ROWS=" + std::to_string(layout.group_rows));
   options.push_back("-DGDN_BLOCK_ROWS=" + std::to_string(layout.block_rows));
-  if (set == KernelSet::chunked_prefill) options.push_back(chunk_option(dev, config));
+  if (set == KernelSet::chunked_prefill) {
+    options.push_back(chunk_option(dev, config));
+    options.push_back("-DGDN_BV=" +
+                      std::to_string(chunked_block_rows(config.head_k_dim, config.head_v_dim)));
+  }
 #if __LIBSYCL_MAJOR_VERSION < 9
   // The 2025.x kernel compilers (libsycl.so.8) link the device libraries libsycl-crt.bc, ...
   // from the runtime's lib dir, which the intel-sycl-rt wheels lack (they ship .spv): every
@@ -143,10 +149,15 @@ std::vector<std::string> KernelConfig::build_options() const {
 
 RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int head_v_dim) {
   const char *build_for = std::getenv("GDN_XPU_BUILD_FOR");
-  if (dev.is_cpu() && !(build_for && std::string(build_for) == "gpu")) return {16, head_v_dim};
+  if (dev.is_cpu() && !(build_for && std::string(build_for) == "gpu")) {
+    int block = 16;
+    for (int rows = 32; rows <= head_v_dim && rows * head_k_dim <= 16384; rows += 16)
+      if (head_v_dim % rows == 0) block = rows;
+    return {16, 4, block};
+  }
   int rows = 1;
   while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
-  return {rows, head_v_dim % 32 == 0 ? 32 : 16};
+  return {rows, rows, head_v_dim % 32 == 0 ? 32 : 16};
 }
 
 void set_aot_library(const std::string &path) {

@@ -24,18 +24,26 @@ struct KernelConfig {
   std::vector<std::string> build_options() const;
 };
 
-// State rows per work-group of gdn_chunked_prefill (BV of the kernel source).
-inline int chunked_block_rows(int head_v_dim) { return std::min(head_v_dim, 64); }
+// State rows per work-group of gdn_chunked_prefill (GDN_BV of the kernel source, passed to the
+// run-time build; the source's default for the AOT build is the same): up to 64, and a state
+// block of at most 8192 values (32 KiB in fp32: 32 rows at K = 256), which the work-group keeps
+// in shared local memory.
+inline int chunked_block_rows(int head_k_dim, int head_v_dim) {
+  return std::min({head_v_dim, 64, 8192 / head_k_dim});
+}
 
-// gdn_recurrent's work split: state rows one sub-group holds and rows one work-group covers
-// (GDN_ROWS_PER_SG, GDN_BLOCK_ROWS of the kernel source); V / block_rows work-groups per head.
-//  - GPUs: 256 / K rows per sub-group, 16 state values per lane, so the kernel fits 128
-//    registers (Intel's compiler spilled 64 values per lane on every target); 32-row blocks.
-//  - The CPU device: 16 rows per sub-group (one row per lane after the butterfly of row_sums,
-//    all rows' sums in flight at once) and the whole head per work-group (one conv per head).
+// gdn_recurrent's work split (GDN_ROWS_PER_SG, GDN_GROUP_ROWS, GDN_BLOCK_ROWS of the kernel
+// source): state rows per sub-group, rows a sub-group holds at a time, rows per work-group
+// (V / block_rows work-groups per head).
+//  - GPUs: 256 / K rows per sub-group, all held at once: 16 state values per lane, so the kernel
+//    fits 128 registers (8 rows x 8 per lane spilled on every target Intel's compiler knows);
+//    32-row blocks.
+//  - The CPU device: 16 rows per sub-group, streamed 4 at a time, and blocks of up to 64 KiB of
+//    fp32 state (the whole head at K = V = 128), which wait in shared memory between tiles.
 // GDN_XPU_BUILD_FOR=gpu gives the GPU split on any device: the ISA check builds GPU SPIR-V so.
 struct RecurrentLayout {
   int rows_per_sg;
+  int group_rows;
   int block_rows;
 };
 RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int head_v_dim);

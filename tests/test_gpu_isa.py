@@ -1,7 +1,7 @@
 """The Intel GPU ISA check (tests/gpu_isa.py): every kernel set of every configuration, built
 with the options the SYCL runtime would use on a Level Zero GPU, compiled by ocloc for pvc
-and acm-g10; no kernel may spill registers in any IGC attempt or use more shared local memory
-than the target has.
+and acm-g10; no kernel's binary may spill registers, the prefill kernel not even in IGC's first
+attempt, and none may use more shared local memory than the target has.
 
 Needs ocloc (make ocloc: Debian's intel-opencl-icd unpacked into .tools/ocloc). Without it the
 test is skipped, unless GDN_XPU_REQUIRE_OCLOC is set (make test-isa sets it): then it fails.
