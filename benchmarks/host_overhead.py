@@ -22,6 +22,7 @@ Writes benchmarks/results/host_overhead.md.
 import argparse
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -58,8 +59,10 @@ def build_before(rev: str):
     header = next(pathlib.Path(dist.locate_file(f)).resolve() for f in dist.files
                   if str(f).endswith("include/sycl/sycl.hpp"))
     lib = next(pathlib.Path(dist.locate_file(f)).resolve().parent for f in dist.files
-               if f.name.startswith("libsycl.so."))
-    src = pathlib.Path(tempfile.mkdtemp(prefix="gdn_before_"))
+               if re.fullmatch(r"libsycl\.so\.\d+", f.name))
+    commit = subprocess.check_output(["git", "rev-parse", rev], cwd=ROOT, text=True).strip()
+    src = pathlib.Path(tempfile.gettempdir()) / f"gdn_xpu_before_{commit[:12]}"
+    src.mkdir(exist_ok=True)
     for name in [f"csrc/{n}" for n in LAUNCHER_SOURCES] + ["csrc/gdn_attention.h",
                                                          "csrc/kernel_cache.h",
                                                          "csrc/kernel_library.h"]:
@@ -143,9 +146,10 @@ def main():
     for fn in cases.values():  # warm-up, kernel builds
         per_call(fn, 5)
     samples = {key: [] for key in cases}
-    for _ in range(opts.reps):
-        for key, fn in cases.items():
-            samples[key].append(per_call(fn, opts.calls))
+    order = list(cases)
+    for rep in range(opts.reps):
+        for key in (order if rep % 2 == 0 else order[::-1]):  # alternate which side goes first
+            samples[key].append(per_call(cases[key], opts.calls))
     _runtime._extension = after
     us = {key: statistics.median(v) * 1e6 for key, v in samples.items()}
 
