@@ -72,7 +72,9 @@ def _environment_libsycl():
     for f in dist.files or []:
         match = re.fullmatch(r"libsycl\.so\.(\d+)", f.name)
         if match:
-            path = Path(dist.locate_file(f))
+            # Resolved: the record names it through site-packages/../.., and the 2025.3 kernel
+            # compiler finds its headers from libsycl's path only when it has no "..".
+            path = Path(dist.locate_file(f)).resolve()
             if path.exists():
                 return int(match.group(1)), str(path)
     return None

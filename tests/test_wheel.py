@@ -40,3 +40,12 @@ def test_no_sycl_runtime_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(_runtime, "_environment_libsycl", lambda: None)
     with pytest.raises(ImportError, match=r"no SYCL runtime.*pip install 'gdn-xpu\[cpu\]'"):
         _runtime.load_host_library()
+
+
+def test_environment_libsycl_path_has_no_parent_steps():
+    # The 2025.3 kernel compiler finds its headers from libsycl's path, and fails ("Could not
+    # locate DPCPP root directory") when that path goes through site-packages/../..
+    found = _runtime._environment_libsycl()
+    if found is None:
+        pytest.skip("no intel-sycl-rt installed (torch's XPU build brings libsycl)")
+    assert ".." not in Path(found[1]).parts, found
