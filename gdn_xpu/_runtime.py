@@ -4,7 +4,9 @@ Importing gdn_xpu never touches a device; the extension is loaded, and its devic
 first kernel call, so a missing runtime is an error at first use that says what to install.
 """
 
+import importlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -35,28 +37,115 @@ def kernel_cache_dir() -> str:
     return os.path.join(base, "gdn_xpu")
 
 
+# The libsycl sonames a host library can be built against, and the runtime lines of each (README,
+# "SYCL runtime lines"). The wheel carries both; a source build the one of its environment.
+SYCL_SONAME_LINES = {8: "intel-sycl-rt 2025.2, 2025.3 (torch XPU 2.9-2.12)",
+                     9: "intel-sycl-rt 2026.x (torch XPU 2.13+)"}
+FIX_COMMAND = ("pip install 'gdn-xpu[cpu]' (the SYCL CPU device: intel-sycl-rt 2025.2-2026.1), "
+               "or on an Intel GPU a torch XPU build 2.9 or newer (pip install torch "
+               "--index-url <PyTorch's XPU index>)")
+
+
+def _loaded_libsycl():
+    """(soname major, path) of a libsycl already in this process (torch's XPU build loads one),
+    or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                match = re.search(r"/libsycl\.so\.(\d+)(?:\.\d+)*$", path)
+                if match:
+                    return int(match.group(1)), path
+    except OSError:
+        pass
+    return None
+
+
+def _environment_libsycl():
+    """(soname major, path) of the libsycl of the installed intel-sycl-rt (the cpu extra's, or
+    the one torch's XPU build depends on), or None."""
+    try:
+        dist = metadata.distribution("intel-sycl-rt")
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        match = re.fullmatch(r"libsycl\.so\.(\d+)", f.name)
+        if match:
+            # Resolved: the record names it through site-packages/../.., and the 2025.3 kernel
+            # compiler finds its headers from libsycl's path only when it has no "..".
+            path = Path(dist.locate_file(f)).resolve()
+            if path.exists():
+                return int(match.group(1)), str(path)
+    return None
+
+
+def _host_modules():
+    """The libsycl soname majors this install has a host library (gdn_xpu/_C_sycl<N>) for."""
+    names = (p.name for p in Path(__file__).parent.iterdir())
+    return sorted({int(m.group(1)) for n in names if (m := re.match(r"_C_sycl(\d+)\.", n))})
+
+
+def load_host_library():
+    """Import the host library matching the libsycl of this process: the one already loaded, or
+    else the installed intel-sycl-rt's (loaded first, so the module's libsycl.so.N resolves)."""
+    import ctypes
+
+    import torch  # noqa: F401  (the module needs libtorch's stable C shim loaded)
+
+    found = _loaded_libsycl()
+    if found is None:
+        found = _environment_libsycl()
+        if found is None:
+            raise ImportError(f"gdn_xpu: no SYCL runtime (libsycl) in this environment. {FIX_COMMAND}")
+        ctypes.CDLL(found[1], mode=getattr(os, "RTLD_GLOBAL", 0))
+    major, path = found
+    have = _host_modules()
+    if major not in have:
+        lines = "; ".join(f"libsycl.so.{n}: {SYCL_SONAME_LINES.get(n, '?')}" for n in have)
+        raise ImportError(
+            f"gdn_xpu: no host library for libsycl.so.{major} ({path}), the SYCL runtime of this "
+            f"process; this install has them for {lines or 'none'}. {FIX_COMMAND}")
+    try:
+        return importlib.import_module(f"gdn_xpu._C_sycl{major}")
+    except ImportError as e:
+        raise ImportError(
+            f"gdn_xpu: the host library for libsycl.so.{major} does not load ({e}). "
+            f"{FIX_COMMAND}") from e
+
+
+class Extension:
+    """The host library's entry points: the kernel launcher (torch.ops.gdn_xpu_C.gdn_attention,
+    on the stable ABI) and the module's set-up functions."""
+
+    def __init__(self, module):
+        import torch
+
+        self.module = module
+        self.gdn_attention = torch.ops.gdn_xpu_C.gdn_attention.default
+        self.set_kernel_source = module.set_kernel_source
+        self.set_aot_library = module.set_aot_library
+        self.set_cache_dir = module.set_cache_dir
+        self.jit_build_count = module.jit_build_count
+        self.cache_load_count = module.cache_load_count
+        self.libsycl_major = module.libsycl_major()
+
+
 def extension():
-    """gdn_xpu._C with the kernel source (and any AOT kernel library) handed over."""
+    """The host library with the kernel source (and any AOT kernel library) handed over."""
     global _extension
     if _extension is not None:
         return _extension
     with _lock:
         if _extension is None:
-            try:
-                from gdn_xpu import _C
-            except ImportError as e:
-                raise ImportError(
-                    "gdn_xpu: the host extension gdn_xpu._C does not load "
-                    f"({e}). It needs the SYCL runtime it was built against: "
-                    "pip install 'gdn-xpu[cpu]' (CPU device) or torch's XPU build (Intel GPU)."
-                ) from e
+            ext = Extension(load_host_library())
             package = resources.files("gdn_xpu")
-            _C.set_kernel_source((package / "kernels" / "gdn_kernels.sycl").read_text())
-            _C.set_cache_dir(kernel_cache_dir())
+            ext.set_kernel_source((package / "kernels" / "gdn_kernels.sycl").read_text())
+            ext.set_cache_dir(kernel_cache_dir())
             aot_library = package / "libgdn_xpu_aot.so"
             if aot_library.is_file():
-                _C.set_aot_library(str(aot_library))
-            _extension = _C
+                ext.set_aot_library(str(aot_library))
+            _extension = ext
     return _extension
 
 
