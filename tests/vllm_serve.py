@@ -126,13 +126,17 @@ def log_errors(text: str) -> list[str]:
 
 def make_requests(count: int, seed: int, max_len: int = 400, vocab: int = 512) -> list[dict]:
     """`count` greedy completion requests: prompts of 1 to max_len token ids (a spread that
-    includes 1, a few tokens, tens and hundreds), half with repeated patterns (ngram prompt
+    includes 1, a few tokens, tens and hundreds, then random lengths with a one-token prompt
+    every 8th request), half with repeated patterns (ngram prompt
     lookup finds drafts there), 4 to 24 new tokens, logprobs 2, every other one streamed."""
     rng = random.Random(seed)
     lengths = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 300, max_len]
     out = []
     for i in range(count):
-        n = lengths[i % len(lengths)] if i < len(lengths) else rng.randint(1, max_len)
+        # Then random lengths, and a one-token prompt every 8th request: those arrive while
+        # other requests decode (README, "Known vLLM behaviour": new spec rows).
+        n = (lengths[i] if i < len(lengths) else 1 if i % 8 == 0
+             else rng.randint(1, max_len))
         if i % 2:
             pattern = [rng.randrange(3, vocab) for _ in range(rng.randint(2, 5))]
             prompt = (pattern * (n // len(pattern) + 1))[:n]
