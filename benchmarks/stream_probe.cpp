@@ -31,7 +31,8 @@ extern "C" SYCL_EXT_ONEAPI_FUNCTION_PROPERTY((syclexp::nd_range_kernel<1>))
 void stream_state(PROBE_T *state, PROBE_T change) {
   auto item = syclext::this_work_item::get_nd_item<1>();
   const int lane = item.get_sub_group().get_local_linear_id();
-  PROBE_T *rows = state + ((long)item.get_group(0) * PROBE_V + item.get_sub_group().get_group_linear_id() * ROWS) * PROBE_K;
+  const int row0 = item.get_sub_group().get_group_linear_id() * ROWS;
+  PROBE_T *rows = state + ((long)item.get_group(0) * PROBE_V + row0) * PROBE_K;
 #pragma unroll
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
@@ -84,7 +85,8 @@ int main(int argc, char **argv) {
   for (int r = 0; r < reps; ++r) {
     const auto start = std::chrono::steady_clock::now();
     pass();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    const auto end = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double>(end - start).count());
   }
   const double cpu = (cpu_seconds() - cpu0) / reps;
   std::sort(times.begin(), times.end());

@@ -141,7 +141,8 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
                         .get_info<sycl::info::kernel_device_specific::compile_work_group_size>(
                             queue.get_device())
                         .size();
-  const size_t recurrent_blocks = V / recurrent_layout(queue.get_device(), head_k_dim, V).block_rows;
+  const size_t recurrent_blocks =
+      V / recurrent_layout(queue.get_device(), head_k_dim, V).block_rows;
   const size_t bv = chunked_block_rows(head_k_dim, V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
