@@ -153,7 +153,7 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
     int block = 16;
     for (int rows = 32; rows <= head_v_dim && rows * head_k_dim <= 16384; rows += 16)
       if (head_v_dim % rows == 0) block = rows;
-    return {16, 4, block};
+    return {16, 8, block};
   }
   int rows = 1;
   while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
