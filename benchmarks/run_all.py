@@ -81,8 +81,10 @@ def process_start() -> tuple[float, float, float]:
             % str(pathlib.Path(__file__).parent))
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "GDN_XPU_CACHE_DIR": cache}
+        # From benchmarks/: the installed package, not the source tree's (no host library).
         runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               check=True, env=env).stdout.split() for _ in range(2)]
+                               check=True, env=env, cwd=pathlib.Path(__file__).parent
+                               ).stdout.split() for _ in range(2)]
     return float(runs[0][0]), float(runs[1][0]), float(runs[1][1])
 
 
