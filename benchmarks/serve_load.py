@@ -21,25 +21,10 @@ import tempfile
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from vllm_runs import write_tiny_qwen3_next  # noqa: E402
 from vllm_serve import Server, make_requests, run_load  # noqa: E402
 
 
-def checkpoint(path: pathlib.Path) -> pathlib.Path:
-    import torch
-    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen3NextConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4,
-        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
-        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
-        max_position_embeddings=1024, tie_word_embeddings=False)
-    cfg.architectures = ["Qwen3NextForCausalLM"]
-    Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return path
 
 
 def run_side(ckpt, work: pathlib.Path, routed: bool, load, rounds: int, concurrency: int) -> dict:
@@ -75,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve_load_") as tmp:
         work = pathlib.Path(opts.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        ckpt = checkpoint(work / "ckpt")
+        ckpt = write_tiny_qwen3_next(work / "ckpt", max_position_embeddings=1024)
         record = {"requests": opts.requests, "concurrency": opts.concurrency,
                   "prompt_tokens": sum(len(r["prompt"]) for r in load),
                   "max_new_tokens": sum(r["max_tokens"] for r in load)}

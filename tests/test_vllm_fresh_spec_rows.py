@@ -24,7 +24,7 @@ from batches import GDNConfig, assert_close, clone_args, make_batch  # noqa: E40
 from gdn_xpu.reference import gdn_attention_reference  # noqa: E402
 from test_vllm_padded_batches import (  # noqa: E402, F401
     builder, checkpoint, common_metadata, op_args)
-from vllm_runs import check_same_greedy_generation, generate  # noqa: E402
+from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next  # noqa: E402
 
 SPEC_CFG = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64, num_slots=16,
                      num_spec=2)
@@ -74,20 +74,7 @@ def test_builder_marks_new_requests_in_spec_rows_and_their_state_starts_at_zero(
 
 
 def test_new_one_token_prompts_under_speculation_match_plain_greedy(tmp_path):
-    import transformers
-
-    torch.manual_seed(0)
-    cfg = transformers.Qwen3NextConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4,
-        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
-        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
-        max_position_embeddings=512, tie_word_embeddings=False)
-    cfg.architectures = ["Qwen3NextForCausalLM"]
-    path = tmp_path / "ckpt"
-    transformers.Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    path = write_tiny_qwen3_next(tmp_path / "ckpt")
     # Long prompts with staggered budgets keep decodes running while the one-token prompts
     # are admitted one by one into recycled slots (max_num_seqs 4).
     long = [list(range(400, 430)), [11, 12, 13] * 10, list(range(440, 470)), [21, 22] * 15]
@@ -101,7 +88,8 @@ def test_new_one_token_prompts_under_speculation_match_plain_greedy(tmp_path):
     plain = generate(path, tmp_path, True, *run)
     print(f"guard reset {spec['fresh_spec_rows']} rows; spec rows {spec['spec']['row_len_hist']}"
           f"; largest state a spec row started from: {spec['spec_read_norm_max']:.3f}")
-    gdn_layers = cfg.layer_types.count("linear_attention")
+    gdn_layers = json.loads((path / "config.json").read_text())["layer_types"].count(
+        "linear_attention")
     assert spec["fresh_spec_rows"] == 8 * gdn_layers, spec["fresh_spec_rows"]
     # Every spec row started from a live state or a zero one (live states here: ~0.06; without
     # the guard the new requests started from recycled slots of norm up to 67, README).

@@ -22,9 +22,8 @@ import pytest
 pytest.importorskip("vllm")
 
 import requests  # noqa: E402  (vLLM's dependency)
-import torch  # noqa: E402
 
-from vllm_runs import check_same_greedy_generation, generate  # noqa: E402
+from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next  # noqa: E402
 from vllm_serve import Server, complete, log_errors, make_requests, run_load  # noqa: E402
 
 CONCURRENCY = 16
@@ -43,21 +42,8 @@ RSS_ROUND_LIMIT = 128 * 2**20
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen3NextConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4,
-        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
-        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
-        max_position_embeddings=1024, tie_word_embeddings=False)
-    cfg.architectures = ["Qwen3NextForCausalLM"]
-    path = tmp_path_factory.mktemp("tiny_qwen3_next_served")
-    Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return path
+    return write_tiny_qwen3_next(tmp_path_factory.mktemp("tiny_qwen3_next_served"),
+                                 max_position_embeddings=1024)
 
 
 def as_generation(load: list[dict], results: list[dict]) -> dict:

@@ -15,9 +15,8 @@ v-heads (1 and 4 per rank).
 import os
 
 import pytest
-import torch
 
-from vllm_runs import check_same_greedy_generation, generate
+from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next
 
 pytest.importorskip("vllm")
 
@@ -27,21 +26,8 @@ RUN = ("--tp", "2", "--max-tokens", "20", "--logprobs", "2", "--prompt-logprobs"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen3NextConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2, linear_num_value_heads=8,
-        linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
-        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
-        max_position_embeddings=512, tie_word_embeddings=False)
-    cfg.architectures = ["Qwen3NextForCausalLM"]
-    path = tmp_path_factory.mktemp("tiny_qwen3_next_tp")
-    Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return path
+    return write_tiny_qwen3_next(tmp_path_factory.mktemp("tiny_qwen3_next_tp"),
+                                 linear_num_value_heads=8)
 
 
 def test_tp2_routed_matches_native_and_every_rank_runs_gdn_xpu(checkpoint, tmp_path):

@@ -10,6 +10,29 @@ import sys
 HERE = pathlib.Path(__file__).parent
 
 
+def write_tiny_qwen3_next(path, *, linear_num_value_heads: int = 4,
+                          max_position_embeddings: int = 512):
+    """A random tiny bf16 Qwen3-Next checkpoint at `path` (seed 0): 3 GDN layers (2 k-heads,
+    K = V = 128) and a full-attention layer, the last and only MoE layer (vLLM's Qwen3-Next
+    needs one)."""
+    import torch
+    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen3NextConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+        layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, linear_num_key_heads=2,
+        linear_num_value_heads=linear_num_value_heads, linear_key_head_dim=128,
+        linear_value_head_dim=128, linear_conv_kernel_dim=4, num_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=64,
+        decoder_sparse_step=1, mlp_only_layers=[0, 1, 2],
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=False)
+    cfg.architectures = ["Qwen3NextForCausalLM"]
+    Qwen3NextForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
 def generate(checkpoint, tmp_path, route_to_gdn_xpu: bool, *options: str, env=None,
              timeout: int = 900) -> dict:
     """vllm_generate.py in a fresh process (options: its command-line flags; env: the process
