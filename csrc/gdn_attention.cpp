@@ -1,6 +1,6 @@
 // Host launcher of the GDN attention kernels: the only C++ that knows about torch tensors.
 // The Python op (gdn_xpu/ops.py) validates the arguments and hands over prepared tensors:
-// per-rank head counts, int32 index tensors, fp32 conv weights [W, C], A_log and dt_bias.
+// per-rank head counts, int32 index tensors, fp32 conv weights [C, W], A_log and dt_bias.
 //
 // Devices: CPU tensors run on the package's own in-order queue on the SYCL CPU device (OpenCL),
 // reading torch's memory in place (the device supports system allocations). XPU tensors run on
@@ -103,19 +103,19 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   sycl::queue &queue =
       queue_address ? *reinterpret_cast<sycl::queue *>(queue_address) : cpu_queue();
   const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;
-  // conv_weights arrive tap-major [W, C].
+  // conv_weights arrive [C, W].
   const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
-                            int(conv_weights.size(0))};
+                            int(conv_weights.size(1))};
   const StepKernels kernels = step_kernels_for(queue, config);
 
   const int32_t flat = flat_layout;
   const int32_t silu = use_silu;
   const int64_t qkvz_stride = qkvz.stride(0), ba_stride = ba.stride(0);
   const int64_t conv_slot_stride = conv_state.stride(0), ssm_slot_stride = ssm_state.stride(0);
-  const int32_t conv_channels = conv_weights.size(1);
+  const int32_t conv_channels = conv_weights.size(0);
   // Spec decode's conv history: vLLM's rolling buffer of W-1+num_spec rows, or W-1 rows in every
   // slot of the sequence (vllm-xpu-kernels' layout). Validation allowed only these two.
-  const int32_t spec_conv_rolling = conv_state.size(1) > conv_weights.size(0) - 1;
+  const int32_t spec_conv_rolling = conv_state.size(1) > conv_weights.size(1) - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
   if (num_actual_tokens > 0)

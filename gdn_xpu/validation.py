@@ -195,33 +195,43 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
         _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns)
 
 
+def _host_values(t: torch.Tensor) -> list:
+    # Index tensors are short (a batch's sequences; its tokens at most): Python lists check them
+    # in a few microseconds, where a dozen torch ops on tiny tensors took 40 µs per call.
+    return t.tolist()
+
+
 def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
-    used_slots: list[torch.Tensor] = []
-    used_rows: list[torch.Tensor] = []
+    used_slots: list[int] = []
+    used_rows: list[int] = []
 
     def group(prefix, count, slot_tensor, max_len):
-        loc = a[f"{prefix}_query_start_loc"][: count + 1].long().cpu()
+        loc = _host_values(a[f"{prefix}_query_start_loc"][: count + 1])
         token_index = a[f"{prefix}_token_indx"]
         rows = n if token_index is None else token_index.shape[0]
-        if loc[0] != 0 or bool((loc[1:] < loc[:-1]).any()) or loc[-1] > rows:
-            _fail(f"{prefix}_query_start_loc={loc.tolist()} must start at 0, not decrease, and "
+        lengths = [end - begin for begin, end in zip(loc, loc[1:])]
+        if loc[0] != 0 or min(lengths) < 0 or loc[-1] > rows:
+            _fail(f"{prefix}_query_start_loc={loc} must start at 0, not decrease, and "
                   f"end at most at {rows} (" + ("num_actual_tokens)" if token_index is None
                                                else f"the length of {prefix}_token_indx)"))
         if token_index is not None:
-            used = token_index[: int(loc[-1])].long().cpu()
-            if used.numel() and (used.min() < 0 or used.max() >= n):
+            used = _host_values(token_index[: loc[-1]])
+            if used and (min(used) < 0 or max(used) >= n):
                 _fail(f"{prefix}_token_indx values must be rows within 0..{n - 1} "
                       "(num_actual_tokens)")
-            used_rows.append(used)
-        if max_len is not None and bool(((loc[1:] - loc[:-1]) > max_len).any()):
+            used_rows.extend(used)
+        if max_len is not None and max(lengths) > max_len:
             _fail(f"spec sequences have at most num_spec + 1 = {max_len} tokens, got lengths "
-                  f"{(loc[1:] - loc[:-1]).tolist()}")
-        s = slot_tensor.long().cpu()
-        if s.numel() and (s.min() < 0 or s.max() >= slots):
+                  f"{lengths}")
+        seq_slots = _host_values(slot_tensor)
+        flat = [s for row in seq_slots for s in row] if slot_tensor.dim() == 2 else seq_slots
+        if flat and (min(flat) < 0 or max(flat) >= slots):
             _fail(f"{prefix}_state_indices_tensor values must be cache slots within "
-                  f"0..{slots - 1}, got {s.flatten().tolist()}")
+                  f"0..{slots - 1}, got {flat}")
         # Zero-length rows (vLLM's padding) neither read nor write their slots.
-        used_slots.append(s[(loc[1:] - loc[:-1]) > 0].flatten())
+        for length, row in zip(lengths, seq_slots):
+            if length > 0:
+                used_slots.extend(row if slot_tensor.dim() == 2 else (row,))
 
     if non_spec:
         group("non_spec", non_spec, a["non_spec_state_indices_tensor"][:non_spec], None)
@@ -229,18 +239,16 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
         # The previous step's accepted count, whatever this step's length. The rolling buffer
         # is read from row acc-1, so acc >= 1 there; the per-slot layout reads column
         # max(acc-1, 0).
-        acc = a["num_accepted_tokens"][:ns].long().cpu()
+        acc = _host_values(a["num_accepted_tokens"][:ns])
         low = 1 if rolling else 0
-        if bool((acc < low).any()) or bool((acc > num_spec + 1).any()):
-            _fail(f"num_accepted_tokens={acc.tolist()} must be within {low}..{num_spec + 1} "
+        if min(acc) < low or max(acc) > num_spec + 1:
+            _fail(f"num_accepted_tokens={acc} must be within {low}..{num_spec + 1} "
                   "(num_spec + 1)")
         group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
-    everything = torch.cat(used_slots) if used_slots else torch.empty(0, dtype=torch.long)
-    real = everything[everything != NULL_SLOT]
-    if real.numel() != real.unique().numel():
+    real = [s for s in used_slots if s != NULL_SLOT]
+    if len(real) != len(set(real)):
         _fail("two sequences of the batch write the same cache slot: the state indices of "
-              f"non-empty sequences {everything.tolist()} must be distinct, except slot "
+              f"non-empty sequences {used_slots} must be distinct, except slot "
               f"{NULL_SLOT} (vLLM's null block, scratch for padded and graph-capture rows)")
-    rows = torch.cat(used_rows) if used_rows else torch.empty(0, dtype=torch.long)
-    if rows.numel() != rows.unique().numel():
+    if len(used_rows) != len(set(used_rows)):
         _fail("spec_token_indx and non_spec_token_indx must name distinct token rows")
