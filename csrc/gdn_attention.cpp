@@ -1,6 +1,7 @@
 // Host launcher of the GDN attention kernels: the only C++ that knows about torch tensors.
 // The Python op (gdn_xpu/ops.py) validates the arguments and hands over prepared tensors:
-// per-rank head counts, int32 index tensors, fp32 conv weights [C, W], A_log and dt_bias.
+// per-rank head counts, int32 index tensors, fp32 conv weights [C, W] (and room for their
+// tap-major copy [W, C]), A_log and dt_bias.
 //
 // Devices: CPU tensors run on the package's own in-order queue on the SYCL CPU device (OpenCL),
 // reading torch's memory in place (the device supports system allocations). XPU tensors run on
@@ -89,8 +90,9 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
                    const Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
                    int64_t head_k_dim, int64_t head_v_dim, const Tensor &conv_state,
                    const Tensor &ssm_state, const Tensor &conv_weights,
-                   const OptionalTensor &conv_bias, bool use_silu, const Tensor &A_log,
-                   const Tensor &dt_bias, int64_t num_non_spec_seqs, int64_t num_spec_seqs,
+                   const Tensor &tap_major_weights, const OptionalTensor &conv_bias,
+                   bool use_silu, const Tensor &A_log, const Tensor &dt_bias,
+                   int64_t num_non_spec_seqs, int64_t num_spec_seqs,
                    const OptionalTensor &has_initial_state,
                    const OptionalTensor &non_spec_query_start_loc,
                    const OptionalTensor &non_spec_token_indx,
@@ -118,6 +120,12 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const int32_t spec_conv_rolling = conv_state.size(1) > conv_weights.size(1) - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
+  if (num_non_spec_seqs + num_spec_seqs > 0) {
+    const size_t wg = 64;
+    launch(queue, kernels.tap_major_weights,
+           sycl::nd_range<1>((conv_channels + wg - 1) / wg * wg, wg),
+           ptr<const float>(conv_weights), ptr<float>(tap_major_weights), conv_channels);
+  }
   if (num_actual_tokens > 0)
     launch(queue, kernels.copy_z,
            sycl::nd_range<2>({size_t(num_actual_tokens), size_t(hv * V)}, {1, size_t(V)}),
@@ -150,7 +158,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
     auto launch_on_group = [&](const sycl::kernel &kernel, const auto &range) {
       launch(queue, kernel, range, act_in, qkvz_stride, ptr<const char>(ba), ba_stride,
              ptr<char>(core_attn_out), ptr<const char>(conv_state), conv_slot_stride,
-             ptr<const float>(conv_weights), ptr<const float>(conv_bias), silu,
+             ptr<const float>(tap_major_weights), ptr<const float>(conv_bias), silu,
              ptr<char>(ssm_state), ssm_slot_stride, ptr<const float>(A_log),
              ptr<const float>(dt_bias), g.query_start_loc, g.token_index, g.state_index,
              g.state_index_stride, g.has_initial_state, g.num_accepted, spec_conv_rolling, hk,

@@ -1,14 +1,15 @@
 """The Intel GPU ISA of gdn_xpu's run-time-compiled kernels, without an Intel GPU.
 
 1. Capture. A subprocess runs the raw op on small CPU tensors for every configuration, so the
-   run-time compile builds each kernel set (step: gdn_recurrent, gdn_conv_state_update,
-   gdn_copy_z; chunked_prefill), from the working tree's kernel source, with the persistent
-   kernel cache off and the launcher's GPU build variant (GDN_XPU_BUILD_FOR=gpu). An LD_PRELOAD
-   interposer (spirv_capture.c, built with gcc) saves each SPIR-V module the runtime hands the
-   OpenCL CPU device (clCreateProgramWithIL), the backend options it builds it with, and the
-   frontend options it asks the backend to translate. It also reports the target GPU's shared
-   local memory as the device's, because the launcher picks the chunk of gdn_chunked_prefill
-   from it: so each target gets its own capture.
+   run-time compile builds each kernel set (step: gdn_tap_major_weights, gdn_recurrent,
+   gdn_conv_state_update, gdn_copy_z; chunked_prefill), from the working tree's kernel source,
+   with the persistent kernel cache off and the launcher's GPU build variant
+   (GDN_XPU_BUILD_FOR=gpu). An LD_PRELOAD interposer (spirv_capture.c, built with gcc) saves
+   each SPIR-V module the runtime hands the OpenCL CPU device (clCreateProgramWithIL), the
+   backend options it builds it with, and the frontend options it asks the backend to
+   translate. It also reports the target GPU's shared local memory as the device's, because the
+   launcher picks the chunk of gdn_chunked_prefill from it: so each target gets its own
+   capture.
 2. Build options: the ones the SYCL runtime would pass on a Level Zero GPU (backend_options).
 3. Compile each module with Debian's ocloc (IGC 1.0.12504) for each target, zebin output, with
    IGC's shader dumps on; parse the dumps (.asm per kernel and attempt) and the zebin's .ze_info.
