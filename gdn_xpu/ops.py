@@ -81,8 +81,9 @@ def launcher_args(a: dict) -> tuple:
         a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
         a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
         a["num_v_heads"] // a["tp_size"], a["head_k_dim"], a["head_v_dim"], a["conv_state"],
-        a["ssm_state"], weights, weights.new_empty(weights.shape[::-1]), _fp32(a["conv_bias"]), a["activation"] in ("silu", "swish"), _fp32(a["A_log"]),
-        _fp32(a["dt_bias"]), a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
+        a["ssm_state"], weights, weights.new_empty(weights.shape[::-1]), _fp32(a["conv_bias"]),
+        a["activation"] in ("silu", "swish"), _fp32(a["A_log"]), _fp32(a["dt_bias"]),
+        a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
         None if a["has_initial_state"] is None
         else a["has_initial_state"].to(torch.bool).contiguous(),
         _int32(a["non_spec_query_start_loc"]), _int32(a["non_spec_token_indx"]),
