@@ -1,7 +1,7 @@
 // The SYCL CPU device's own streaming ceiling for a decode step's state traffic: a kernel that
 // reads and writes the state in place with the decode kernel's access pattern (one work-group per
 // head of V x K elements, sub-groups of 16 lanes over k, 16 rows each) and does no other work.
-// Built and run by benchmarks/device_ceiling.py (g++ against intel-sycl-rt, kernel compiled at
+// Built and run by benchmarks/cpu_speed.py (g++ against intel-sycl-rt, kernel compiled at
 // run time as the package's kernels are).
 //
 //   stream_probe <heads> <K> <V> <element bytes: 4 or 2> <reps>
