@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -67,20 +65,6 @@ def build_stream_probe(directory: pathlib.Path) -> pathlib.Path:
     return binary
 
 
-def copy_bandwidth(reps: int) -> float:
-    """torch's copy of 256 MiB of fp32, bytes read + written per second (median)."""
-    import torch
-
-    src = torch.randn(64 * 2 ** 20)
-    dst = torch.empty_like(src)
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        dst.copy_(src)
-        samples.append(time.perf_counter() - start)
-    return 2 * src.numel() * 4 / statistics.median(samples)
-
-
 def device_ceiling(probe: pathlib.Path, element_bytes: int, reps: int) -> float:
     """The SYCL CPU device's streaming rate for a decode step's state, bytes per second."""
     out = subprocess.run([str(probe), str(B * HV), str(K), str(K), str(element_bytes), str(reps)],
@@ -88,24 +72,12 @@ def device_ceiling(probe: pathlib.Path, element_bytes: int, reps: int) -> float:
     return 2 * B * HV * K * K * element_bytes / float(out[0])
 
 
-def time_interleaved(runs: dict, reps: int) -> dict:
-    for run in runs.values():
-        run()
-    samples = {name: [] for name in runs}
-    for _ in range(reps):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def worker(reps: int, probe: pathlib.Path) -> dict:
     """The measurements of one thread setting (this process's environment and affinity)."""
     import torch
 
     sys.path.insert(0, str(HERE))
-    from peers import Shape, raw_op_args, vllm_core_impl
+    from peers import Shape, copy_bandwidth, raw_op_args, time_interleaved, vllm_core_impl
 
     def ours(shape, state_dtype):
         args = raw_op_args(shape)

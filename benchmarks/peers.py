@@ -14,6 +14,8 @@ not change the work done.
 import dataclasses
 import importlib.util
 import os
+import statistics
+import time
 import types
 
 import torch
@@ -21,6 +23,32 @@ import torch.nn.functional as F
 
 import gdn_xpu  # noqa: F401
 from gdn_xpu.reference import gdn_attention_reference
+
+
+def copy_bandwidth(reps: int = 7) -> float:
+    """torch's copy of 256 MiB of fp32 (STREAM-like): bytes read + written per second, median."""
+    src = torch.randn(64 * 2 ** 20)
+    dst = torch.empty_like(src)
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        dst.copy_(src)
+        samples.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / statistics.median(samples)
+
+
+def time_interleaved(impls: dict, reps: int) -> dict:
+    """Median seconds per call of each implementation, calls interleaved (the machine is noisy:
+    every implementation sees the same moments); one warm-up call each (and JIT compile)."""
+    for run in impls.values():
+        run()
+    times = {name: [] for name in impls}
+    for _ in range(reps):
+        for name, run in impls.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 @dataclasses.dataclass

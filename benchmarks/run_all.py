@@ -11,11 +11,9 @@ import argparse
 import datetime
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 # OpenMP workers (torch's, vLLM-CPU's) sleep as soon as their work ends instead of spinning for
 # ~200 ms on the two cores the SYCL device's workers need next: interleaved runs measured the
@@ -26,7 +24,7 @@ os.environ.setdefault("KMP_BLOCKTIME", "0")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from peers import IMPLEMENTATIONS, Shape  # noqa: E402
+from peers import IMPLEMENTATIONS, Shape, copy_bandwidth, time_interleaved  # noqa: E402
 from projection import write_projection  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -44,30 +42,6 @@ def shapes(quick: bool) -> list[Shape]:
 def wanted(name: str, shape: Shape) -> bool:
     # The float32 reference loops in Python: only small shapes.
     return name != "reference" or shape.tokens <= (8 if shape.kind == "decode" else 512)
-
-
-def time_interleaved(impls: dict, reps: int) -> dict:
-    for run in impls.values():  # warm-up (and JIT compile)
-        run()
-    times = {name: [] for name in impls}
-    for _ in range(reps):
-        for name, run in impls.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def measured_bandwidth() -> float:
-    """STREAM-like copy of a 256 MiB fp32 tensor with torch (bytes read + written per second)."""
-    src = torch.randn(64 * 2 ** 20)
-    dst = torch.empty_like(src)
-    samples = []
-    for _ in range(7):
-        start = time.perf_counter()
-        dst.copy_(src)
-        samples.append(time.perf_counter() - start)
-    return 2 * src.numel() * 4 / statistics.median(samples)
 
 
 def process_start() -> tuple[float, float, float]:
@@ -97,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
 
     cold, warm, later_call = process_start()
-    bandwidth = measured_bandwidth()
+    bandwidth = copy_bandwidth()
     rows = []
     for shape in shapes(args.quick):
         impls = {}
