@@ -73,7 +73,7 @@ def launcher_args(a: dict) -> tuple:
     """The host launcher's arguments for the raw op's (validated) arguments `a`, short of the
     queue address. The kernels take int32 indices and fp32 parameters (small tensors: cheap to
     convert), conv weights [C, W] as the layer holds them and room for the tap-major copy a
-    kernel makes of them (torch's transposing copy took 40 µs per call). The conversions are new
+    kernel makes of them (torch's transposing copy took 42 µs per call). The conversions are new
     tensors unless the inputs already are int32/fp32: whoever records the launch into a graph
     must keep this tuple alive as long as the graph."""
     weights = _fp32(a["conv_weights"].reshape(a["conv_weights"].shape[0], -1))
