@@ -90,7 +90,9 @@ def test_long_prefills_on_the_recurrent_kernel_too(dtype, monkeypatch):
     run_and_compare(cfg, **BATCHES["long prefill"], seed=12)
 
 
-@pytest.mark.parametrize("head_k_dim,head_v_dim", [(64, 64), (128, 128), (256, 256), (128, 64)])
+# (256, 96) and (256, 160): the CPU device's prefill takes 1 and 2 rows per lane (4 otherwise).
+@pytest.mark.parametrize("head_k_dim,head_v_dim",
+                         [(64, 64), (128, 128), (256, 256), (128, 64), (256, 96), (256, 160)])
 def test_head_dims(head_k_dim, head_v_dim):
     cfg = GDNConfig(num_k_heads=1, num_v_heads=2, head_k_dim=head_k_dim, head_v_dim=head_v_dim,
                     dtype=torch.bfloat16)
