@@ -45,7 +45,8 @@ def install_recorder(gdn_layers: int) -> dict:
     """Counts the raw op's kernel launches in this process (wraps the extension) and records,
     per engine step, the spec-decode part of the batch the raw op gets and its prefill rows
     (those continuing a chunked prefill: has_initial_state), and every reorder_input value
-    the op got (True: Qwen3.5's flat layout; False: Qwen3-Next's interleaved one) (wraps the op).
+    the op got (True: Qwen3.5's flat layout; False: Qwen3-Next's interleaved one) (wraps the raw
+    op's implementation, which the layer op calls).
     A step calls the op once per GDN layer, in layer order, with the same batch: the first
     call of each step (every gdn_layers-th) is the one recorded."""
     import torch
@@ -80,9 +81,8 @@ def install_recorder(gdn_layers: int) -> dict:
 
     ops.reset_spec_slots = counting_reset
 
-    namespace = torch.ops.gdn_xpu
-    real_op = namespace.gdn_attention  # looked up by the layer op at each call
-    names = [a.name for a in real_op.default._schema.arguments]
+    real_op = ops.gdn_attention_impl  # looked up by the layer op at each call
+    names = [a.name for a in torch.ops.gdn_xpu.gdn_attention.default._schema.arguments]
 
     def recording_op(*args, **kwargs):
         a = {**dict(zip(names, args)), **kwargs}
@@ -120,7 +120,7 @@ def install_recorder(gdn_layers: int) -> dict:
                 stats["len_accepted"].update(f"{n}:{k}" for n, k in zip(lens, accepted))
         return real_op(*args, **kwargs)
 
-    setattr(namespace, "gdn_attention", recording_op)
+    ops.gdn_attention_impl = recording_op
     return stats
 
 
