@@ -87,6 +87,31 @@ def test_nan_in_one_sequence_stays_in_that_sequence():
     assert torch.isnan(args["ssm_state"][slots[2]]).any()  # the poisoned sequence's own state
 
 
+def test_a_nan_with_every_payload_bit_stays_nan_in_bf16():
+    # Rounding to bf16 by adding to the bits carries this NaN into the sign bit: -0.
+    cfg = GDNConfig(num_k_heads=1, num_v_heads=2, head_k_dim=64, head_v_dim=64,
+                    dtype=torch.bfloat16)
+    args = make_batch(cfg, decode_lens=(1,), seed=4, padding_rows=0)
+    slot = args["non_spec_state_indices_tensor"][0]
+    args["ssm_state"][slot, 0, 5].view(torch.int32).fill_(0x7FFFFFFF)  # head 0, row 5
+    torch.ops.gdn_xpu.gdn_attention(**args)
+    assert torch.isnan(args["core_attn_out"][0, 0, 5])
+    assert not torch.isnan(args["core_attn_out"][0, 1]).any()  # the other head
+
+
+def test_a_slot_without_initial_state_is_not_read():
+    # The kernels read such a slot's rows and mask them to 0: NaN there must not leak.
+    args = make_batch(CFG, prefill_lens=(1, 20), seed=6, padding_rows=0)
+    args["has_initial_state"].fill_(False)
+    for slot in args["non_spec_state_indices_tensor"].tolist():
+        args["ssm_state"][slot] = float("nan")
+    ref = clone_args(args)
+    torch.ops.gdn_xpu.gdn_attention(**args)
+    gdn_attention_reference(**ref)
+    assert_close("core_attn_out", args["core_attn_out"], ref["core_attn_out"], CFG.dtype)
+    assert_close("ssm_state", args["ssm_state"], ref["ssm_state"], CFG.state_dtype)
+
+
 def test_two_threads_on_different_caches():
     batches = [make_batch(CFG, decode_lens=(1,) * 3, prefill_lens=(40, 9), seed=s) for s in (1, 2)]
     refs = [clone_args(b) for b in batches]
