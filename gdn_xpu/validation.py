@@ -51,6 +51,17 @@ def _index_tensor(name: str, t: Optional[torch.Tensor], length: int, form: str) 
         _fail(f"{name} has shape {tuple(t.shape)}, expected {form}")
 
 
+def _slot_contiguous(t: torch.Tensor) -> bool:
+    # From the strides: t[0].is_contiguous() makes a view, a trip through torch's dispatcher
+    # (with the caches cold, as between a model's layers, such trips cost several us each).
+    expected = 1
+    for size, stride in zip(reversed(t.shape[1:]), reversed(t.stride()[1:])):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def graph_capture_underway(device: torch.device) -> bool:
     """Whether torch is capturing the current stream of `device` into a graph (XPU graphs:
     torch.xpu.graph, vLLM's FULL graph mode). CPU tensors are never captured."""
@@ -150,7 +161,7 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
         if not tensors[name].is_contiguous():
             _fail(f"{name} must be contiguous (the kernels write it in place)")
     for name in ("conv_state", "ssm_state"):  # slots may be strided (vLLM's paged cache)
-        if tensors[name].shape[0] and not tensors[name][0].is_contiguous():
+        if not _slot_contiguous(tensors[name]):
             _fail(f"{name} must be contiguous within each cache slot (the kernels write it "
                   "in place); only the slot stride is free")
 
