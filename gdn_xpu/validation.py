@@ -53,7 +53,7 @@ def _index_tensor(name: str, t: Optional[torch.Tensor], length: int, form: str) 
 
 def _slot_contiguous(t: torch.Tensor) -> bool:
     # From the strides: t[0].is_contiguous() makes a view, a trip through torch's dispatcher
-    # (validation of a B=1 decode call with the caches swept: 88-101 -> 85-88 us).
+    # (a call's two checks: 2.1 -> 1.6 us, 33 -> 20 us with the caches swept).
     expected = 1
     for size, stride in zip(reversed(t.shape[1:]), reversed(t.stride()[1:])):
         if size != 1 and stride != expected:
