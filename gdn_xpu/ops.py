@@ -93,8 +93,7 @@ def launcher_args(a: dict) -> tuple:
         a["ssm_state"], weights, weights.new_empty(weights.shape[::-1]), _fp32(a["conv_bias"]),
         a["activation"] in ("silu", "swish"), _fp32(a["A_log"]), _fp32(a["dt_bias"]),
         a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
-        None if a["has_initial_state"] is None
-        else _as(a["has_initial_state"], torch.bool),
+        _as(a["has_initial_state"], torch.bool),
         _int32(a["non_spec_query_start_loc"]), _int32(a["non_spec_token_indx"]),
         _int32(a["non_spec_state_indices_tensor"]), _int32(a["spec_query_start_loc"]),
         _int32(a["spec_token_indx"]), _int32(a["spec_state_indices_tensor"]),
