@@ -105,9 +105,10 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   sycl::queue &queue =
       queue_address ? *reinterpret_cast<sycl::queue *>(queue_address) : cpu_queue();
   const int32_t hk = num_k_heads, hv = num_v_heads, V = head_v_dim;
-  // conv_weights arrive [C, W].
+  // conv_weights arrive [C, W] or [C, 1, W] (the same memory), contiguous.
+  const int32_t conv_width = conv_weights.size(conv_weights.dim() - 1);
   const KernelConfig config{dtype_code(qkvz), dtype_code(ssm_state), int(head_k_dim), V,
-                            int(conv_weights.size(1))};
+                            conv_width};
   const StepKernels kernels = step_kernels_for(queue, config);
 
   const int32_t flat = flat_layout;
@@ -117,7 +118,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const int32_t conv_channels = conv_weights.size(0);
   // Spec decode's conv history: vLLM's rolling buffer of W-1+num_spec rows, or W-1 rows in every
   // slot of the sequence (vllm-xpu-kernels' layout). Validation allowed only these two.
-  const int32_t spec_conv_rolling = conv_state.size(1) > conv_weights.size(1) - 1;
+  const int32_t spec_conv_rolling = conv_state.size(1) > conv_width - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
   // 256 work-items per work-group for gdn_tap_major_weights and gdn_conv_state_update: with 64,

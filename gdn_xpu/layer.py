@@ -28,7 +28,7 @@ def raw_op_args(layer, core_attn_out, z, projected_states_qkvz, projected_states
         projected_states_ba=projected_states_ba, num_k_heads=layer.num_k_heads,
         num_v_heads=layer.num_v_heads, head_k_dim=layer.head_k_dim,
         head_v_dim=layer.head_v_dim, conv_state=layer.kv_cache[0], ssm_state=layer.kv_cache[1],
-        conv_weights=conv_weight.reshape(conv_weight.shape[0], -1), conv_bias=layer.conv1d.bias,
+        conv_weights=conv_weight, conv_bias=layer.conv1d.bias,
         activation=layer.activation, A_log=layer.A_log, dt_bias=layer.dt_bias,
         num_prefills=m.num_prefills, num_decodes=m.num_decodes,
         num_spec_decodes=m.num_spec_decodes, has_initial_state=m.has_initial_state,
