@@ -87,11 +87,12 @@ def launcher_args(a: dict) -> tuple:
     already are int32/fp32: whoever records the launch into a graph must keep this tuple alive
     as long as the graph."""
     weights = _fp32(a["conv_weights"])
+    tap_major = weights.new_empty((weights.shape[-1], weights.shape[0]))
     return (
         a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
         a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
         a["num_v_heads"] // a["tp_size"], a["head_k_dim"], a["head_v_dim"], a["conv_state"],
-        a["ssm_state"], weights, weights.new_empty((weights.shape[-1], weights.shape[0])), _fp32(a["conv_bias"]),
+        a["ssm_state"], weights, tap_major, _fp32(a["conv_bias"]),
         a["activation"] in ("silu", "swish"), _fp32(a["A_log"]), _fp32(a["dt_bias"]),
         a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
         _as(a["has_initial_state"], torch.bool),
