@@ -10,10 +10,11 @@
 - torch.ops.gdn_xpu.gdn_attention_core_xpu: the layer op. It finds its layer by name in the
   forward context (gdn_xpu/forward_context.py) and calls the raw op with the layer's weights,
   cache and metadata, as vLLM's XPU GDN layer does.
-Both mutate their outputs in place and have fake impls that write nothing (the raw op's checks
-its arguments as the real one does), so torch.compile traces each call as one opaque node. Without vLLM the layer op is also registered as
-torch.ops.vllm.gdn_attention_core_xpu; with vLLM, the plugin (gdn_xpu/vllm_plugin.py) does that
-through vLLM's own registration, unless vLLM already defines the name.
+Both mutate their outputs in place and have fake impls that write nothing (the raw op's fake
+checks its arguments as the real op does), so torch.compile traces each call as one opaque node.
+Without vLLM the layer op is also registered as torch.ops.vllm.gdn_attention_core_xpu; with
+vLLM, the plugin (gdn_xpu/vllm_plugin.py) does that through vLLM's own registration, unless
+vLLM already defines the name.
 """
 
 import importlib.util

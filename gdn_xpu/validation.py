@@ -156,7 +156,8 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
     if conv_state.dim() != 3 or conv_state.shape[2] != C or conv_state.shape[1] < W - 1:
         _fail(f"conv_state has shape {tuple(conv_state.shape)}, expected [slots, >= {W - 1}, {C}]")
     slots = conv_state.shape[0]
-    _shape("ssm_state", ssm_state, (slots, hv, V, K), f"[{slots}, {hv}, {V}, {K}] (slots, v-heads, V, K)")
+    _shape("ssm_state", ssm_state, (slots, hv, V, K),
+           f"[{slots}, {hv}, {V}, {K}] (slots, v-heads, V, K)")
     for name in ("core_attn_out", "z"):
         if not tensors[name].is_contiguous():
             _fail(f"{name} must be contiguous (the kernels write it in place)")
