@@ -30,10 +30,13 @@ def _fail(message: str, error=ValueError):
     raise error(f"gdn_attention: {message}")
 
 
-def _shape(name: str, t: torch.Tensor, expected: tuple, form: str) -> None:
-    """expected: ints, or None for a free dimension."""
-    if t.dim() != len(expected) or any(e is not None and s != e for s, e in zip(t.shape, expected)):
-        _fail(f"{name} has shape {tuple(t.shape)}, expected {form}")
+def _shape(name: str, t: torch.Tensor, expected: tuple, note: str = "") -> None:
+    """expected: ints, or None for the free tokens dimension. The message is only formatted on
+    failure: formatting every check's message cost 2-3 us per call."""
+    shape = tuple(t.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        form = ", ".join("tokens" if e is None else str(e) for e in expected)
+        _fail(f"{name} has shape {shape}, expected [{form}]" + (f" ({note})" if note else ""))
 
 
 def _dtype(name: str, t: torch.Tensor, allowed: tuple) -> None:
@@ -134,11 +137,11 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
             _dtype(name, tensors[name], PARAM_DTYPES)
 
     n = a["num_actual_tokens"]
-    _shape("projected_states_qkvz", qkvz, (None, C + vd), f"[tokens, {C + vd}] (2*{kd} + 2*{vd})")
+    _shape("projected_states_qkvz", qkvz, (None, C + vd), "q, k, v, z of this rank's heads")
     T = qkvz.shape[0]
-    _shape("projected_states_ba", ba, (T, 2 * hv), f"[{T}, {2 * hv}]")
-    _shape("core_attn_out", out, (None, hv, V), f"[tokens, {hv}, {V}]")
-    _shape("z", z, (None, hv, V), f"[tokens, {hv}, {V}]")
+    _shape("projected_states_ba", ba, (T, 2 * hv))
+    _shape("core_attn_out", out, (None, hv, V))
+    _shape("z", z, (None, hv, V))
     if not 0 <= n <= min(T, out.shape[0], z.shape[0]):
         _fail(f"num_actual_tokens={n} must be within 0..{min(T, out.shape[0], z.shape[0])} "
               "(the rows of projected_states_qkvz, core_attn_out and z)")
@@ -150,14 +153,13 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
               "or [{C}, 1, W] with 2 <= W <= 8")
     W = weights.shape[1]
     if a["conv_bias"] is not None:
-        _shape("conv_bias", a["conv_bias"], (C,), f"[{C}]")
-    _shape("A_log", a["A_log"], (hv,), f"[{hv}]")
-    _shape("dt_bias", a["dt_bias"], (hv,), f"[{hv}]")
+        _shape("conv_bias", a["conv_bias"], (C,))
+    _shape("A_log", a["A_log"], (hv,))
+    _shape("dt_bias", a["dt_bias"], (hv,))
     if conv_state.dim() != 3 or conv_state.shape[2] != C or conv_state.shape[1] < W - 1:
         _fail(f"conv_state has shape {tuple(conv_state.shape)}, expected [slots, >= {W - 1}, {C}]")
     slots = conv_state.shape[0]
-    _shape("ssm_state", ssm_state, (slots, hv, V, K),
-           f"[{slots}, {hv}, {V}, {K}] (slots, v-heads, V, K)")
+    _shape("ssm_state", ssm_state, (slots, hv, V, K), "slots, v-heads, V, K")
     for name in ("core_attn_out", "z"):
         if not tensors[name].is_contiguous():
             _fail(f"{name} must be contiguous (the kernels write it in place)")
@@ -207,18 +209,20 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
         _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns)
 
 
-def _host_values(t: torch.Tensor) -> list:
-    # Index tensors are short (a batch's sequences; its tokens at most): checked as Python
-    # lists, validation takes 21 µs per decode call; a dozen torch ops on tiny tensors took 52-57.
-    return t.tolist()
+def _host_values(t: torch.Tensor, count: int) -> list:
+    """The first `count` rows of index tensor t as a Python list. Index tensors are short (a
+    batch's sequences; its tokens at most): checked as lists, validation takes 18 us per decode
+    call; a dozen torch ops on tiny tensors took 52-57. Sliced only when longer than needed: a
+    slice is a trip through torch's dispatcher."""
+    return (t[:count] if len(t) > count else t).tolist()
 
 
 def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
     used_slots: list[int] = []
     used_rows: list[int] = []
 
-    def group(prefix, count, slot_tensor, max_len):
-        loc = _host_values(a[f"{prefix}_query_start_loc"][: count + 1])
+    def group(prefix, count, max_len):
+        loc = _host_values(a[f"{prefix}_query_start_loc"], count + 1)
         token_index = a[f"{prefix}_token_indx"]
         rows = n if token_index is None else token_index.shape[0]
         lengths = [end - begin for begin, end in zip(loc, loc[1:])]
@@ -227,7 +231,7 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
                   f"end at most at {rows} (" + ("num_actual_tokens)" if token_index is None
                                                else f"the length of {prefix}_token_indx)"))
         if token_index is not None:
-            used = _host_values(token_index[: loc[-1]])
+            used = _host_values(token_index, loc[-1])
             if used and (min(used) < 0 or max(used) >= n):
                 _fail(f"{prefix}_token_indx values must be rows within 0..{n - 1} "
                       "(num_actual_tokens)")
@@ -235,7 +239,10 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
         if max_len is not None and max(lengths) > max_len:
             _fail(f"spec sequences have at most num_spec + 1 = {max_len} tokens, got lengths "
                   f"{lengths}")
-        seq_slots = _host_values(slot_tensor.reshape(len(slot_tensor), -1))  # a row per sequence
+        slot_tensor = a[f"{prefix}_state_indices_tensor"]
+        seq_slots = _host_values(slot_tensor, count)  # a row of slots per sequence
+        if slot_tensor.dim() == 1:
+            seq_slots = [[s] for s in seq_slots]
         flat = [s for row in seq_slots for s in row]
         if flat and (min(flat) < 0 or max(flat) >= slots):
             _fail(f"{prefix}_state_indices_tensor values must be cache slots within "
@@ -246,17 +253,17 @@ def _check_index_values(a, n, slots, num_spec, rolling, non_spec, ns) -> None:
                 used_slots.extend(row)
 
     if non_spec:
-        group("non_spec", non_spec, a["non_spec_state_indices_tensor"][:non_spec], None)
+        group("non_spec", non_spec, None)
     if ns:
         # The previous step's accepted count, whatever this step's length. The rolling buffer
         # is read from row acc-1, so acc >= 1 there; the per-slot layout reads column
         # max(acc-1, 0).
-        acc = _host_values(a["num_accepted_tokens"][:ns])
+        acc = _host_values(a["num_accepted_tokens"], ns)
         low = 1 if rolling else 0
         if min(acc) < low or max(acc) > num_spec + 1:
             _fail(f"num_accepted_tokens={acc} must be within {low}..{num_spec + 1} "
                   "(num_spec + 1)")
-        group("spec", ns, a["spec_state_indices_tensor"][:ns], num_spec + 1)
+        group("spec", ns, num_spec + 1)
     real = [s for s in used_slots if s != NULL_SLOT]
     if len(real) != len(set(real)):
         _fail("two sequences of the batch write the same cache slot: the state indices of "
