@@ -1,7 +1,7 @@
 """Host overhead of one decode call (B=1, one Qwen3.5 layer: Hk 16, Hv 32, K=V=128, bf16
 activations and state), part by part, in one process, interleaved:
 
-    python benchmarks/host_overhead.py [--reps 15] [--calls 200]
+    python benchmarks/host_overhead.py [--reps 15] [--calls 200] [--sweep-mb 64]
 
 - op: the public op torch.ops.gdn_xpu.gdn_attention (dispatch, validation, argument preparation,
   launcher);
@@ -12,7 +12,9 @@ activations and state), part by part, in one process, interleaved:
 - empty launch: the launcher on an empty batch (no kernel is submitted);
 - kernels = launch - empty launch; host overhead = op - kernels.
 Run it under `taskset -c 0` with OMP_NUM_THREADS=1 for one core, as vLLM's CPU worker runs.
-Writes benchmarks/results/host_overhead.md.
+With --sweep-mb N every call is timed alone, after writing N MB of memory: inside a model the
+other layers' work evicts the caches between two GDN layers (defaults then 5 x 40 calls).
+Writes benchmarks/results/host_overhead.md (host_overhead_swept.md with a sweep).
 """
 
 import argparse
@@ -44,18 +46,32 @@ def empty_batch(launch_args: tuple) -> tuple:
     return tuple(a)
 
 
-def per_call(fn, calls: int) -> float:
-    start = time.perf_counter()
+def per_call(fn, calls: int, sweep=None) -> float:
+    """Seconds per call: the mean of a loop of calls, or with a sweep (a tensor written before
+    each call) the median of calls timed one by one."""
+    if sweep is None:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls
+    times = []
     for _ in range(calls):
+        sweep.add_(1)
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / calls
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reps", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--sweep-mb", type=int, default=0)
     opts = parser.parse_args()
+    sweep = torch.zeros(opts.sweep_mb * 2**18) if opts.sweep_mb else None
+    reps = opts.reps or (5 if sweep is not None else 15)
+    calls = opts.calls or (40 if sweep is not None else 200)
 
     args = raw_op_args(Shape("decode", 16, 32, (1,)))
     args["ssm_state"] = args["ssm_state"].to(torch.bfloat16)  # what vLLM allocates for bf16
@@ -73,9 +89,9 @@ def main():
         per_call(fn, 5)
     samples = {key: [] for key in cases}
     order = list(cases)
-    for rep in range(opts.reps):
+    for rep in range(reps):
         for key in (order if rep % 2 == 0 else order[::-1]):
-            samples[key].append(per_call(cases[key], opts.calls))
+            samples[key].append(per_call(cases[key], calls, sweep))
     us = {key: statistics.median(v) * 1e6 for key, v in samples.items()}
     kernels = us["launch"] - us["empty launch"]
 
@@ -83,7 +99,9 @@ def main():
     lines = ["# Host overhead of one decode call (B=1, one layer, Hk 16, Hv 32, K=V=128)", "",
              f"torch {torch.__version__}, intel-sycl-rt {metadata.version('intel-sycl-rt')}, "
              f"{affinity} CPU(s) allowed, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
-             f"; medians of {opts.reps} x {opts.calls} calls, interleaved.", "",
+             f"; medians of {reps} x {calls} calls, interleaved"
+             + (f", {opts.sweep_mb} MB written before each call." if sweep is not None else "."),
+             "",
              "| op | validation | arguments | launch | empty launch | kernels = launch - empty "
              "| host overhead = op - kernels |", "|---|---|---|---|---|---|---|",
              f"| {us['op']:.1f} us | {us['validation']:.1f} us | {us['arguments']:.1f} us "
@@ -93,7 +111,7 @@ def main():
     print(text)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "host_overhead.md").write_text(text)
+    (out / ("host_overhead_swept.md" if sweep is not None else "host_overhead.md")).write_text(text)
 
 
 if __name__ == "__main__":
