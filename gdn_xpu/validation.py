@@ -145,13 +145,15 @@ def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
     if not 0 <= n <= min(T, out.shape[0], z.shape[0]):
         _fail(f"num_actual_tokens={n} must be within 0..{min(T, out.shape[0], z.shape[0])} "
               "(the rows of projected_states_qkvz, core_attn_out and z)")
-    weights = a["conv_weights"]
-    if weights.dim() == 3 and weights.shape[1] == 1:
-        weights = weights.squeeze(1)
-    if weights.dim() != 2 or weights.shape[0] != C or not 2 <= weights.shape[1] <= 8:
+    # [C, W] or the layer's own [C, 1, W], read from the shape (a squeezed view would be a trip
+    # through torch's dispatcher).
+    weights_shape = tuple(a["conv_weights"].shape)
+    if len(weights_shape) == 3 and weights_shape[1] == 1:
+        weights_shape = (weights_shape[0], weights_shape[2])
+    if len(weights_shape) != 2 or weights_shape[0] != C or not 2 <= weights_shape[1] <= 8:
         _fail(f"conv_weights has shape {tuple(a['conv_weights'].shape)}, expected [{C}, W] "
-              "or [{C}, 1, W] with 2 <= W <= 8")
-    W = weights.shape[1]
+              f"or [{C}, 1, W] with 2 <= W <= 8")
+    W = weights_shape[1]
     if a["conv_bias"] is not None:
         _shape("conv_bias", a["conv_bias"], (C,))
     _shape("A_log", a["A_log"], (hv,))
