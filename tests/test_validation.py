@@ -181,6 +181,26 @@ def test_the_valid_batch_itself_runs():
     torch.ops.gdn_xpu.gdn_attention(**valid_args())
 
 
+def test_index_entries_past_the_batch_are_ignored():
+    # Index tensors may be longer than the batch counts need (vLLM's persistent buffers): what
+    # lies past the batch, here values every check would refuse, is neither checked nor read.
+    exact = valid_args()
+    longer = clone_args(exact)
+    tails = {"non_spec_query_start_loc": [0, 10_000], "spec_query_start_loc": [0, 10_000],
+             "non_spec_state_indices_tensor": [99, -1], "num_accepted_tokens": [0, 99],
+             "non_spec_token_indx": [10_000], "spec_token_indx": [-5],
+             "has_initial_state": [True, False]}
+    for name, tail in tails.items():
+        t = longer[name]
+        longer[name] = torch.cat([t, torch.tensor(tail, dtype=t.dtype)])
+    spec = longer["spec_state_indices_tensor"]
+    longer["spec_state_indices_tensor"] = torch.cat([spec, torch.full_like(spec[:1], 99)])
+    torch.ops.gdn_xpu.gdn_attention(**exact)
+    torch.ops.gdn_xpu.gdn_attention(**longer)
+    for name in ("core_attn_out", "z", "conv_state", "ssm_state"):  # rows no sequence owns: NaN
+        assert torch.equal(longer[name].nan_to_num(7.0), exact[name].nan_to_num(7.0)), name
+
+
 def test_layer_op_refuses_bad_input_the_same_way():
     from gdn_xpu.forward_context import set_forward_context
     from gdn_xpu.layer import GatedDeltaNet
