@@ -19,11 +19,9 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -75,21 +73,6 @@ def device_ceiling(probe: pathlib.Path, element_bytes: int, reps: int) -> float:
     return 2 * B * HV * K * K * element_bytes / float(out[0])
 
 
-def torch_in_place(dtype, reps: int) -> float:
-    """torch streaming a decode step's state in place (one multiply), bytes per second: the
-    same bytes and footprint as the device ceiling, so the two say whether the device streams
-    as fast as torch does."""
-    import torch
-
-    state = torch.ones(B * HV, K, K, dtype=dtype)
-    samples = []
-    for _ in range(reps + 1):
-        start = time.perf_counter()
-        state.mul_(1.0)
-        samples.append(time.perf_counter() - start)
-    return 2 * state.numel() * state.element_size() / statistics.median(samples[1:])
-
-
 def worker(reps: int, probe: pathlib.Path) -> dict:
     """The measurements of one thread setting (this process's environment and affinity)."""
     import torch
@@ -102,10 +85,18 @@ def worker(reps: int, probe: pathlib.Path) -> dict:
         args["ssm_state"] = args["ssm_state"].to(state_dtype)
         return lambda: torch.ops.gdn_xpu.gdn_attention(**args)
 
+    def torch_in_place(dtype) -> float:
+        """torch streaming a decode step's state in place (one multiply), bytes per second: the
+        same bytes and footprint as the device's ceiling, so the two say whether the device
+        streams as fast as torch does."""
+        state = torch.ones(B * HV, K, K, dtype=dtype)
+        seconds = time_interleaved({"mul_": lambda: state.mul_(1.0)}, reps)["mul_"]
+        return 2 * state.numel() * state.element_size() / seconds
+
     decode, prefill = Shape("decode", HK, HV, (1,) * B), Shape("prefill", HK, HV, (PREFILL,))
     result = {"threads": torch.get_num_threads(), "copy": copy_bandwidth(reps),
-              "in_place_f32": torch_in_place(torch.float32, reps),
-              "in_place_bf16": torch_in_place(torch.bfloat16, reps),
+              "in_place_f32": torch_in_place(torch.float32),
+              "in_place_bf16": torch_in_place(torch.bfloat16),
               "ceiling_f32": device_ceiling(probe, 4, reps),
               "ceiling_bf16": device_ceiling(probe, 2, reps)}
     result["decode"] = time_interleaved(
