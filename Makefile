@@ -1,8 +1,9 @@
 # gdn-xpu: set-up, main job and tests. Everything comes from PyPI.
 #   make demo   set up .venv and run the main job (gdn-xpu-demo = python -m gdn_xpu.demo)
-#   make test   set up .venv and .venv-vllm and run the test suite, then the prebuilt wheel on
-#               other torch releases and SYCL runtime lines (make test-wheel, make test-lines),
-#               then the Intel GPU ISA check (make test-isa: no register spills on pvc and acm-g10)
+#   make test   the prebuilt wheel on other torch releases and SYCL runtime lines (make
+#               test-wheel, make test-lines), then set up .venv and run the test suite, the Intel
+#               GPU ISA check (make test-isa: no register spills on pvc and acm-g10), and the
+#               vLLM tests in .venv-vllm
 #   make wheel  the one prebuilt wheel (dist/): both libsycl sonames, every torch from 2.9, abi3
 #   make bench  benchmarks against vLLM-CPU and HF transformers (results in benchmarks/results)
 PYTHON ?= python3
@@ -75,7 +76,9 @@ $(VENV_VLLM)/.installed: $(WHEEL)
 demo: setup
 	$(VENV)/bin/gdn-xpu-demo
 
-test: test-core test-vllm test-wheel test-lines test-isa
+# The throwaway environments first, one at a time, while the least else is on disk: the torch
+# 2.9.1 one needs 11 GB at its peak (8 GB installed, its downloads beside it).
+test: test-wheel test-lines test-core test-isa test-vllm
 
 test-core: setup
 	cd tests && ../$(VENV)/bin/python -m pytest -q -ra --ignore=test_gpu_isa.py .
@@ -87,37 +90,28 @@ test-vllm: setup-vllm
 
 # The wheel: the raw op's layouts, batch kinds, dtypes and spec decoding on the runtime lines
 # make test-wheel does not cover (torch 2.13.0 CPU).
-test-lines: $(foreach v,$(SYCL_LINES),.venv-sycl-$(v)/.installed)
-	for v in $(SYCL_LINES); do \
-	  echo "== SYCL runtime $$v"; \
-	  (cd tests && ../.venv-sycl-$$v/bin/python -m pytest -q -ra $(LINE_TESTS)) || exit 1; \
-	done
+test-lines: $(WHEEL)
+	$(foreach v,$(SYCL_LINES),$(call wheel_env_test,.venv-sycl-$(v),2.13.0,$(v),$(LINE_TESTS)))
 
 # The wheel on the oldest torch claimed and on the one on disk, each with its own soname: the
 # raw-op subset above, opcheck of both ops, torch.compile of the model, which library loaded.
-test-wheel: $(foreach e,$(WHEEL_ENVS),.venv-wheel-$(e)/.installed)
-	for e in $(WHEEL_ENVS); do \
-	  echo "== torch $${e%_*}, intel-sycl-rt $${e#*_}: $(notdir $(WHEEL))"; \
-	  (cd tests && ../.venv-wheel-$$e/bin/python -m pytest -q -ra $(WHEEL_TESTS)) || exit 1; \
-	done
+test-wheel: $(WHEEL)
+	$(foreach e,$(WHEEL_ENVS),$(call wheel_env_test,.venv-wheel-$(e),$(firstword $(subst _, ,$(e))),$(lastword $(subst _, ,$(e))),$(WHEEL_TESTS)))
 
-# A fresh environment: torch and a matched SYCL runtime set first, then the one wheel by a plain
-# pip install with nothing but the environment on PATH (no compiler), as a user installs it.
-define wheel_env
+# A fresh environment ($(1)) of torch $(2) and the matched SYCL runtime set $(3), then the one
+# wheel by a plain pip install with nothing but the environment on PATH (no compiler), as a user
+# installs it; tests $(4) run there, and the environment is removed once they pass.
+define wheel_env_test
+	@echo "== torch $(2), intel-sycl-rt $(3): $(notdir $(WHEEL))"
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/python $(PIP) torch==$(2) intel-sycl-rt==$(3) intel-cmplr-lib-ur==$(3) \
 	  intel-cmplr-lib-rt==$(3) intel-opencl-rt==$(3) pytest hypothesis numpy
-	$(1)/bin/python -m pip uninstall -y -q gdn-xpu
 	env PATH=$(CURDIR)/$(1)/bin $(1)/bin/python $(PIP) $(WHEEL)
-	touch $(1)/.installed
+	cd tests && ../$(1)/bin/python -m pytest -q -ra $(4)
+	rm -rf $(1)
+
 endef
-
-.venv-sycl-%/.installed: $(WHEEL)
-	$(call wheel_env,.venv-sycl-$*,2.13.0,$*)
-
-.venv-wheel-%/.installed: $(WHEEL)
-	$(call wheel_env,.venv-wheel-$*,$(firstword $(subst _, ,$*)),$(lastword $(subst _, ,$*)))
 
 wheel: $(WHEEL)
 
