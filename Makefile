@@ -100,7 +100,8 @@ test-wheel: $(WHEEL)
 
 # A fresh environment ($(1)) of torch $(2) and the matched SYCL runtime set $(3), then the one
 # wheel by a plain pip install with nothing but the environment on PATH (no compiler), as a user
-# installs it; tests $(4) run there, and the environment is removed once they pass.
+# installs it; tests $(4) run there, and the environment is removed once they pass. The empty
+# last line keeps the next $(foreach) expansion's first line a recipe line of its own.
 define wheel_env_test
 	@echo "== torch $(2), intel-sycl-rt $(3): $(notdir $(WHEEL))"
 	rm -rf $(1)
