@@ -84,7 +84,7 @@ STABLE_TORCH_LIBRARY(gdn_xpu_C, m) {
       "gdn_attention(Tensor(a!) core_attn_out, Tensor(b!) z, Tensor qkvz, Tensor ba, "
       "int num_k_heads, int num_v_heads, int head_k_dim, int head_v_dim, "
       "Tensor(c!) conv_state, Tensor(d!) ssm_state, Tensor conv_weights, "
-      "Tensor(e!) tap_major_weights, Tensor? conv_bias, "
+      "Tensor(e!) conv_workspace, Tensor? conv_bias, "
       "bool use_silu, Tensor A_log, Tensor dt_bias, int num_non_spec_seqs, int num_spec_seqs, "
       "Tensor? has_initial_state, Tensor? non_spec_query_start_loc, "
       "Tensor? non_spec_token_indx, Tensor? non_spec_state_indices, "

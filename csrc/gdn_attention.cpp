@@ -1,7 +1,7 @@
 // Host launcher of the GDN attention kernels: the only C++ that knows about torch tensors.
 // The Python op (gdn_xpu/ops.py) validates the arguments and hands over prepared tensors:
-// per-rank head counts, int32 index tensors, fp32 conv weights [C, W] (and room for their
-// tap-major copy [W, C]), A_log and dt_bias.
+// per-rank head counts, int32 index tensors, fp32 conv weights [C, W] and a conv workspace
+// (their tap-major copy [W, C], then one-token sequences' conv outputs), A_log and dt_bias.
 //
 // Devices: CPU tensors run on the package's own in-order queue on the SYCL CPU device (OpenCL),
 // reading torch's memory in place (the device supports system allocations). XPU tensors run on
@@ -82,6 +82,7 @@ struct Group {
   int32_t state_index_stride;
   const bool *has_initial_state;
   const int32_t *num_accepted;
+  int32_t chunked_from;  // sequences of this many tokens or more: the chunked prefill kernel
 };
 
 }  // namespace
@@ -90,7 +91,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
                    const Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
                    int64_t head_k_dim, int64_t head_v_dim, const Tensor &conv_state,
                    const Tensor &ssm_state, const Tensor &conv_weights,
-                   const Tensor &tap_major_weights, const OptionalTensor &conv_bias,
+                   const Tensor &conv_workspace, const OptionalTensor &conv_bias,
                    bool use_silu, const Tensor &A_log, const Tensor &dt_bias,
                    int64_t num_non_spec_seqs, int64_t num_spec_seqs,
                    const OptionalTensor &has_initial_state,
@@ -128,64 +129,69 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
     const size_t wg = 256;
     launch(queue, kernels.tap_major_weights,
            sycl::nd_range<1>((conv_channels + wg - 1) / wg * wg, wg),
-           ptr<const float>(conv_weights), ptr<float>(tap_major_weights), conv_channels);
+           ptr<const float>(conv_weights), ptr<float>(conv_workspace), conv_channels);
   }
   if (num_actual_tokens > 0)
     launch(queue, kernels.copy_z,
            sycl::nd_range<2>({size_t(num_actual_tokens), size_t(hv * V)}, {1, size_t(V)}),
            act_in, qkvz_stride, ptr<char>(z), hk, hv, flat);
 
+  // Non-spec sequences of chunked_from tokens or more take the chunked prefill kernel, the
+  // others (and every spec sequence) the recurrent one.
   const Group groups[2] = {
       {int32_t(num_non_spec_seqs), ptr<const int32_t>(non_spec_query_start_loc),
        ptr<const int32_t>(non_spec_token_indx), ptr<const int32_t>(non_spec_state_indices), 1,
-       ptr<const bool>(has_initial_state), nullptr},
+       ptr<const bool>(has_initial_state), nullptr, chunked_from(queue.get_device())},
       {int32_t(num_spec_seqs), ptr<const int32_t>(spec_query_start_loc),
        ptr<const int32_t>(spec_token_indx), ptr<const int32_t>(spec_state_indices),
        spec_state_indices ? int32_t(spec_state_indices->size(1)) : 1, nullptr,
-       ptr<const int32_t>(num_accepted_tokens)},
+       ptr<const int32_t>(num_accepted_tokens), kNever},
   };
-  // Non-spec sequences of chunked_from tokens or more take the chunked prefill kernel, the
-  // others the recurrent one. Both read the conv state as it was before the batch; only then is
-  // it shifted (the queue is in order).
-  const int32_t non_spec_chunked_from = chunked_from(queue.get_device());
+  // gdn_conv_state_update runs after the other kernels (the queue is in order), which read the
+  // conv state as it was before the batch; with the CPU split (several row groups per
+  // sub-group) also before them, for the one-token non-spec sequences, whose conv outputs it
+  // writes to the conv workspace for gdn_recurrent (conv_first in the kernel source).
+  const RecurrentLayout layout = recurrent_layout(queue.get_device(), head_k_dim, V);
+  const bool conv_first = layout.rows_per_sg > layout.group_rows;
+  const size_t channel_block = 256;
+  const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;
+  auto update_conv_state = [&](const Group &g, bool before) {
+    launch(queue, kernels.conv_state_update,
+           sycl::nd_range<2>({size_t(g.num_seqs), channels}, {1, channel_block}), act_in,
+           qkvz_stride, ptr<char>(conv_state), conv_slot_stride, g.query_start_loc,
+           g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
+           g.num_accepted, spec_conv_rolling, hk, hv, flat, ptr<float>(conv_workspace),
+           ptr<const float>(conv_bias), silu, g.chunked_from, int32_t(before));
+  };
+  if (conv_first && num_non_spec_seqs > 0) update_conv_state(groups[0], true);
   // gdn_recurrent declares its work-group size (it depends on the sub-group layout).
   const size_t wg = kernels.recurrent
                         .get_info<sycl::info::kernel_device_specific::compile_work_group_size>(
                             queue.get_device())
                         .size();
-  const size_t recurrent_blocks =
-      V / recurrent_layout(queue.get_device(), head_k_dim, V).block_rows;
+  const size_t recurrent_blocks = V / layout.block_rows;
   const size_t bv = chunked_block_rows(head_k_dim, V);
   for (const Group &g : groups) {
     if (g.num_seqs == 0) continue;
-    const int32_t from = g.num_accepted ? kNever : non_spec_chunked_from;  // spec: recurrent
     auto launch_on_group = [&](const sycl::kernel &kernel, const auto &range) {
       launch(queue, kernel, range, act_in, qkvz_stride, ptr<const char>(ba), ba_stride,
              ptr<char>(core_attn_out), ptr<const char>(conv_state), conv_slot_stride,
-             ptr<const float>(tap_major_weights), ptr<const float>(conv_bias), silu,
+             ptr<const float>(conv_workspace), ptr<const float>(conv_bias), silu,
              ptr<char>(ssm_state), ssm_slot_stride, ptr<const float>(A_log),
              ptr<const float>(dt_bias), g.query_start_loc, g.token_index, g.state_index,
              g.state_index_stride, g.has_initial_state, g.num_accepted, spec_conv_rolling, hk,
-             hv, flat, from);
+             hv, flat, g.chunked_from);
     };
     launch_on_group(kernels.recurrent,
                     sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * recurrent_blocks, wg},
                                       {1, 1, wg}));
-    if (from != kNever)
+    if (g.chunked_from != kNever)
       launch_on_group(chunked_prefill_kernel_for(queue, config),
                       sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * (V / bv), bv},
                                         {1, 1, bv}));
   }
-  const size_t channel_block = 256;
-  const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;
-  for (const Group &g : groups) {
-    if (g.num_seqs == 0) continue;
-    launch(queue, kernels.conv_state_update,
-           sycl::nd_range<2>({size_t(g.num_seqs), channels}, {1, channel_block}), act_in,
-           qkvz_stride, ptr<char>(conv_state), conv_slot_stride, g.query_start_loc,
-           g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
-           g.num_accepted, spec_conv_rolling, hk, hv, flat);
-  }
+  for (const Group &g : groups)
+    if (g.num_seqs > 0) update_conv_state(g, false);
   if (!queue_address) queue.wait_and_throw();  // CPU tensors are ready when the op returns
 }
 

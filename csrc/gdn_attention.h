@@ -19,7 +19,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
                    const Tensor &ba, int64_t num_k_heads, int64_t num_v_heads,
                    int64_t head_k_dim, int64_t head_v_dim, const Tensor &conv_state,
                    const Tensor &ssm_state, const Tensor &conv_weights,
-                   const Tensor &tap_major_weights, const OptionalTensor &conv_bias,
+                   const Tensor &conv_workspace, const OptionalTensor &conv_bias,
                    bool use_silu, const Tensor &A_log, const Tensor &dt_bias,
                    int64_t num_non_spec_seqs, int64_t num_spec_seqs,
                    const OptionalTensor &has_initial_state,

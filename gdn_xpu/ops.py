@@ -83,19 +83,21 @@ def launcher_args(a: dict) -> tuple:
     """The host launcher's arguments for the raw op's (validated) arguments `a`, short of the
     queue address. The kernels take int32 indices and fp32 parameters (small tensors: cheap to
     convert), conv weights [C, W] or [C, 1, W] as the layer holds them (not reshaped: a view is
-    a dispatcher trip) and room for the tap-major copy [W, C] a kernel makes of them (torch's
-    transposing copy took 42 µs per call). The conversions are new tensors unless the inputs
-    already are int32/fp32: whoever records the launch into a graph must keep this tuple alive
-    as long as the graph."""
+    a dispatcher trip) and a conv workspace [W + non-spec sequences, C]: the tap-major copy
+    [W, C] a kernel makes of the weights (torch's transposing copy took 42 µs per call), then
+    the conv outputs a kernel writes for one-token sequences before the recurrent kernel. The
+    conversions are new tensors unless the inputs already are int32/fp32: whoever records the
+    launch into a graph must keep this tuple alive as long as the graph."""
     weights = _fp32(a["conv_weights"])
-    tap_major = weights.new_empty((weights.shape[-1], weights.shape[0]))
+    non_spec_seqs = a["num_prefills"] + a["num_decodes"]
+    conv_workspace = weights.new_empty((weights.shape[-1] + non_spec_seqs, weights.shape[0]))
     return (
         a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
         a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
         a["num_v_heads"] // a["tp_size"], a["head_k_dim"], a["head_v_dim"], a["conv_state"],
-        a["ssm_state"], weights, tap_major, _fp32(a["conv_bias"]),
+        a["ssm_state"], weights, conv_workspace, _fp32(a["conv_bias"]),
         a["activation"] in ("silu", "swish"), _fp32(a["A_log"]), _fp32(a["dt_bias"]),
-        a["num_prefills"] + a["num_decodes"], a["num_spec_decodes"],
+        non_spec_seqs, a["num_spec_decodes"],
         _as(a["has_initial_state"], torch.bool),
         _int32(a["non_spec_query_start_loc"]), _int32(a["non_spec_token_indx"]),
         _int32(a["non_spec_state_indices_tensor"]), _int32(a["spec_query_start_loc"]),
