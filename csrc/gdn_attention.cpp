@@ -153,8 +153,12 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   // writes to the conv workspace for gdn_recurrent (conv_first in the kernel source).
   const RecurrentLayout layout = recurrent_layout(queue.get_device(), head_k_dim, V);
   const bool conv_first = layout.rows_per_sg > layout.group_rows;
+  // Work-groups of 256 work-items step over the channels: on GPUs one channel per work-item, on
+  // the CPU device 2048 channels per work-group, which pays the sequence's checks once per
+  // sub-group, not per 16 channels (one core, bf16 decode B=1 0.188 -> 0.182 ms; B=32 the same).
   const size_t channel_block = 256;
-  const size_t channels = (conv_channels + channel_block - 1) / channel_block * channel_block;
+  const size_t channel_step = queue.get_device().is_cpu() ? 2048 : channel_block;
+  const size_t channels = (conv_channels + channel_step - 1) / channel_step * channel_block;
   auto update_conv_state = [&](const Group &g, bool before) {
     launch(queue, kernels.conv_state_update,
            sycl::nd_range<2>({size_t(g.num_seqs), channels}, {1, channel_block}), act_in,
