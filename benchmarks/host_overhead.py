@@ -6,8 +6,8 @@ activations and state), part by part, in one process, interleaved:
 - op: the public op torch.ops.gdn_xpu.gdn_attention (dispatch, validation, argument preparation,
   launcher);
 - validation: gdn_xpu.validation.check_gdn_attention_args on the call's arguments;
-- arguments: gdn_xpu.ops.launcher_args (int32 / fp32 conversions, room for the tap-major conv
-  weights);
+- arguments: gdn_xpu.ops.launcher_args (int32 / fp32 conversions, the conv workspace: room for
+  the tap-major conv weights and one-token sequences' conv outputs);
 - launch: the launcher on those arguments (kernel submission, execution, queue wait);
 - empty launch: the launcher on an empty batch (no kernel is submitted);
 - kernels = launch - empty launch; host overhead = op - kernels.
