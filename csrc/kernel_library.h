@@ -38,7 +38,8 @@ inline int chunked_block_rows(int head_k_dim, int head_v_dim) {
 //  - GPUs: 256 / K rows per sub-group, all held at once: 16 state values per lane, so the kernel
 //    fits 128 registers (8 rows x 8 per lane spilled on every target Intel's compiler knows);
 //    32-row blocks.
-//  - The CPU device: 16 rows per sub-group, streamed 8 at a time, and blocks of up to 64 KiB of
+//  - The CPU device: 16 rows per sub-group, streamed 8 at a time (2 where float vectors are 8
+//    wide, AVX2: 8 overflow its 16 registers), and blocks of up to 64 KiB of
 //    fp32 state (the whole head at K = V = 128), which wait in shared memory between tiles.
 // GDN_XPU_BUILD_FOR=gpu gives the GPU split on any device: the ISA check builds GPU SPIR-V so.
 struct RecurrentLayout {
