@@ -157,9 +157,10 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
     // Rows per group, held in registers through a one-token step: 8 where the device's float
     // vectors are 16 wide (AVX-512: 2 or 4 measured the same), 2 where they are 8 wide (AVX2,
     // whose 16 registers 8 rows overflow: fp32 decode B=32 on one Zen 1 core 35% less time).
-    const int group_rows =
-        dev.get_info<sycl::info::device::native_vector_width_float>() >= 16 ? 8 : 2;
-    return {16, group_rows, block};
+    // The CPU device is the host's CPU, so its width is asked once, not on every launch.
+    static const int float_width =
+        dev.get_info<sycl::info::device::native_vector_width_float>();
+    return {16, float_width >= 16 ? 8 : 2, block};
   }
   int rows = 1;
   while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
