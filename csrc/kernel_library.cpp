@@ -84,6 +84,7 @@ std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sy
   options.push_back("-DGDN_ROWS_PER_SG=" + std::to_string(layout.rows_per_sg));
   options.push_back("-DGDN_GROUP_ROWS=" + std::to_string(layout.group_rows));
   options.push_back("-DGDN_BLOCK_ROWS=" + std::to_string(layout.block_rows));
+  options.push_back("-DGDN_BF16_TWO_PASS=" + std::to_string(int(layout.bf16_two_pass)));
   if (set == KernelSet::chunked_prefill) {
     options.push_back(chunk_option(dev, config));
     options.push_back("-DGDN_BV=" +
@@ -156,15 +157,17 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
       if (head_v_dim % rows == 0) block = rows;
     // Rows per group, held in registers through a one-token step: 8 where the device's float
     // vectors are 16 wide (AVX-512: 2 or 4 measured the same), 2 where they are 8 wide (AVX2,
-    // whose 16 registers 8 rows overflow: fp32 decode B=32 on one Zen 1 core 35% less time).
+    // whose 16 registers 8 rows overflow: fp32 decode B=32 on one Zen 1 core 35% less time;
+    // a bf16 state's decode in two passes, B=32 on one Zen 3 core 13% less).
     // The CPU device is the host's CPU, so its width is asked once, not on every launch.
     static const int float_width =
         dev.get_info<sycl::info::device::native_vector_width_float>();
-    return {16, float_width >= 16 ? 8 : 2, block};
+    const bool wide = float_width >= 16;
+    return {16, wide ? 8 : 2, block, !wide};
   }
   int rows = 1;
   while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
-  return {rows, rows, head_v_dim % 32 == 0 ? 32 : 16};
+  return {rows, rows, head_v_dim % 32 == 0 ? 32 : 16, false};
 }
 
 void set_aot_library(const std::string &path) {
