@@ -85,6 +85,7 @@ std::vector<sycl::kernel> compile_from_source(const sycl::context &ctx, const sy
   options.push_back("-DGDN_GROUP_ROWS=" + std::to_string(layout.group_rows));
   options.push_back("-DGDN_BLOCK_ROWS=" + std::to_string(layout.block_rows));
   options.push_back("-DGDN_BF16_TWO_PASS=" + std::to_string(int(layout.bf16_two_pass)));
+  options.push_back("-DGDN_PREFETCH_GROUPS=" + std::to_string(layout.prefetch_groups));
   if (set == KernelSet::chunked_prefill) {
     options.push_back(chunk_option(dev, config));
     options.push_back("-DGDN_BV=" +
@@ -163,11 +164,16 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
     static const int float_width =
         dev.get_info<sycl::info::device::native_vector_width_float>();
     const bool wide = float_width >= 16;
-    return {16, wide ? 8 : 2, block, !wide};
+    // Prefetching the state 4 groups ahead: B=32 decode on one core 25% less time on an AMD
+    // EPYC (fp32 state 8-11% on Zen 4), 10-12% more on an Intel Xeon with AMX (fp32 and bf16
+    // state). The device's name is the CPU's.
+    static const bool intel =
+        dev.get_info<sycl::info::device::name>().find("Intel") != std::string::npos;
+    return {16, wide ? 8 : 2, block, !wide, intel ? 0 : 4};
   }
   int rows = 1;
   while (rows < 16 && 2 * rows * head_k_dim <= 256) rows *= 2;
-  return {rows, rows, head_v_dim % 32 == 0 ? 32 : 16, false};
+  return {rows, rows, head_v_dim % 32 == 0 ? 32 : 16, false, 0};
 }
 
 void set_aot_library(const std::string &path) {

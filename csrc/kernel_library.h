@@ -42,13 +42,15 @@ inline int chunked_block_rows(int head_k_dim, int head_v_dim) {
 //    wide, AVX2: 8 overflow its 16 registers), and blocks of up to 64 KiB of
 //    fp32 state (the whole head at K = V = 128), which wait in shared memory between tiles.
 //    Where float vectors are 8 wide, a bf16 state's decode also takes two passes over a group
-//    (GDN_BF16_TWO_PASS of the source).
+//    (GDN_BF16_TWO_PASS of the source). The state is prefetched 4 groups ahead, except on Intel
+//    CPUs (GDN_PREFETCH_GROUPS of the source).
 // GDN_XPU_BUILD_FOR=gpu gives the GPU split on any device: the ISA check builds GPU SPIR-V so.
 struct RecurrentLayout {
   int rows_per_sg;
   int group_rows;
   int block_rows;
   bool bf16_two_pass;
+  int prefetch_groups;  // 0: no prefetch
 };
 RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int head_v_dim);
 
