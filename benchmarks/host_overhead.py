@@ -1,13 +1,14 @@
 """Host overhead of one decode call (B=1, one Qwen3.5 layer: Hk 16, Hv 32, K=V=128, bf16
-activations and state), part by part, in one process, interleaved:
+activations, state and dt_bias, as vLLM holds them), part by part, in one process, interleaved:
 
     python benchmarks/host_overhead.py [--reps 15] [--calls 200] [--sweep-mb 64]
 
 - op: the public op torch.ops.gdn_xpu.gdn_attention (dispatch, validation, argument preparation,
   launcher);
 - validation: gdn_xpu.validation.check_gdn_attention_args on the call's arguments;
-- arguments: gdn_xpu.ops.launcher_args (int32 / fp32 conversions, the conv workspace: room for
-  the tap-major conv weights and one-token sequences' conv outputs);
+- arguments: gdn_xpu.ops.launcher_args (int32 / fp32 conversions where needed, the conv
+  workspace: room for the tap-major conv weights, one-token sequences' conv outputs, A_log and
+  dt_bias in fp32);
 - launch: the launcher on those arguments (kernel submission, execution, queue wait);
 - empty launch: the launcher on an empty batch (no kernel is submitted);
 - kernels = launch - empty launch; host overhead = op - kernels.
@@ -75,6 +76,7 @@ def main():
 
     args = raw_op_args(Shape("decode", 16, 32, (1,)))
     args["ssm_state"] = args["ssm_state"].to(torch.bfloat16)  # what vLLM allocates for bf16
+    args["dt_bias"] = args["dt_bias"].to(torch.bfloat16)  # as vLLM's bf16 model holds it
     extension, queue = _runtime.extension(), _runtime.queue_address(torch.device("cpu"))
     full = ops.launcher_args(args)
     empty = empty_batch(full)

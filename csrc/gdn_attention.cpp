@@ -1,7 +1,8 @@
 // Host launcher of the GDN attention kernels: the only C++ that knows about torch tensors.
 // The Python op (gdn_xpu/ops.py) validates the arguments and hands over prepared tensors:
-// per-rank head counts, int32 index tensors, fp32 conv weights [C, W] and a conv workspace
-// (their tap-major copy [W, C], then one-token sequences' conv outputs), A_log and dt_bias.
+// per-rank head counts, int32 index tensors, conv weights [C, W], A_log and dt_bias as the layer
+// holds them (fp32 or the activation dtype), and an fp32 conv workspace (the weights' tap-major
+// copy [W, C], then one-token sequences' conv outputs, then A_log and dt_bias in fp32).
 //
 // Devices: CPU tensors run on the package's own in-order queue on the SYCL CPU device (OpenCL),
 // reading torch's memory in place (the device supports system allocations). XPU tensors run on
@@ -65,6 +66,15 @@ template <typename T> T *ptr(const OptionalTensor &t) {
   return t.has_value() ? static_cast<T *>(t->data_ptr()) : nullptr;
 }
 
+// Whether a parameter (conv weights, A_log, dt_bias) is fp32; otherwise it must be in the
+// activation dtype, which gdn_fp32_parameters reads (ops.py converts any other).
+int32_t is_fp32(const Tensor &parameter, const Tensor &act, const char *name) {
+  const int code = dtype_code(parameter);
+  STD_TORCH_CHECK(code == 0 || code == dtype_code(act), "gdn_xpu: ", name,
+                  " must be fp32 or the activation dtype");
+  return code == 0;
+}
+
 template <int D, typename... Args>
 void launch(sycl::queue &queue, const sycl::kernel &kernel, const sycl::nd_range<D> &range,
             const Args &...args) {
@@ -122,14 +132,20 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const int32_t spec_conv_rolling = conv_state.size(1) > conv_width - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
-  // 256 work-items per work-group for gdn_tap_major_weights and gdn_conv_state_update: with 64,
+  // A_log and dt_bias in fp32, the workspace's last row (gdn_fp32_parameters writes them).
+  float *gates = ptr<float>(conv_workspace) + (conv_workspace.size(0) - 1) * conv_channels;
+  const float *fp32_A_log = gates, *fp32_dt_bias = gates + hv;
+  // 256 work-items per work-group for gdn_fp32_parameters and gdn_conv_state_update: with 64,
   // the CPU device's cost per work-group made a B=1 decode call on one core 7 us slower
   // (148 -> 141 us in the launcher).
   if (num_non_spec_seqs + num_spec_seqs > 0) {
     const size_t wg = 256;
-    launch(queue, kernels.tap_major_weights,
+    launch(queue, kernels.fp32_parameters,
            sycl::nd_range<1>((conv_channels + wg - 1) / wg * wg, wg),
-           ptr<const float>(conv_weights), ptr<float>(conv_workspace), conv_channels);
+           ptr<const void>(conv_weights), is_fp32(conv_weights, qkvz, "conv_weights"),
+           ptr<const void>(A_log), is_fp32(A_log, qkvz, "A_log"), ptr<const void>(dt_bias),
+           is_fp32(dt_bias, qkvz, "dt_bias"), ptr<float>(conv_workspace), gates, conv_channels,
+           hv);
   }
   if (num_actual_tokens > 0)
     launch(queue, kernels.copy_z,
@@ -181,10 +197,9 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
       launch(queue, kernel, range, act_in, qkvz_stride, ptr<const char>(ba), ba_stride,
              ptr<char>(core_attn_out), ptr<const char>(conv_state), conv_slot_stride,
              ptr<const float>(conv_workspace), ptr<const float>(conv_bias), silu,
-             ptr<char>(ssm_state), ssm_slot_stride, ptr<const float>(A_log),
-             ptr<const float>(dt_bias), g.query_start_loc, g.token_index, g.state_index,
-             g.state_index_stride, g.has_initial_state, g.num_accepted, spec_conv_rolling, hk,
-             hv, flat, g.chunked_from);
+             ptr<char>(ssm_state), ssm_slot_stride, fp32_A_log, fp32_dt_bias, g.query_start_loc,
+             g.token_index, g.state_index, g.state_index_stride, g.has_initial_state,
+             g.num_accepted, spec_conv_rolling, hk, hv, flat, g.chunked_from);
     };
     launch_on_group(kernels.recurrent,
                     sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * recurrent_blocks, wg},

@@ -68,7 +68,7 @@ std::string chunk_option(const sycl::device &dev, const KernelConfig &config) {
 std::vector<std::string> kernel_names(const KernelConfig &config, KernelSet set) {
   const std::string suffix = "_" + config.name();
   if (set == KernelSet::chunked_prefill) return {"gdn_chunked_prefill" + suffix};
-  return {"gdn_tap_major_weights" + suffix, "gdn_recurrent" + suffix,
+  return {"gdn_fp32_parameters" + suffix, "gdn_recurrent" + suffix,
           "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
 }
 

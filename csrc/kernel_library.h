@@ -60,7 +60,7 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
 enum class KernelSet { step = 1, chunked_prefill = 2 };
 
 struct StepKernels {
-  sycl::kernel tap_major_weights;
+  sycl::kernel fp32_parameters;
   sycl::kernel recurrent;
   sycl::kernel conv_state_update;
   sycl::kernel copy_z;

@@ -65,6 +65,11 @@ def _fp32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return _as(t, torch.float32)
 
 
+def _as_held(t: torch.Tensor, act: torch.dtype) -> torch.Tensor:
+    # A parameter the kernels read as the layer holds it: fp32 or the activation dtype.
+    return t if t.dtype in (torch.float32, act) and t.is_contiguous() else _fp32(t)
+
+
 def gdn_attention_impl(
     core_attn_out, z, projected_states_qkvz, projected_states_ba, num_k_heads, num_v_heads,
     head_k_dim, head_v_dim, conv_state, ssm_state, conv_weights, conv_bias, activation, A_log,
@@ -81,22 +86,26 @@ def gdn_attention_impl(
 
 def launcher_args(a: dict) -> tuple:
     """The host launcher's arguments for the raw op's (validated) arguments `a`, short of the
-    queue address. The kernels take int32 indices and fp32 parameters (small tensors: cheap to
-    convert), conv weights [C, W] or [C, 1, W] as the layer holds them (not reshaped: a view is
-    a dispatcher trip) and a conv workspace [W + non-spec sequences, C]: the tap-major copy
-    [W, C] a kernel makes of the weights (torch's transposing copy took 42 µs per call), then
-    the conv outputs a kernel writes for one-token sequences before the recurrent kernel. The
-    conversions are new tensors unless the inputs already are int32/fp32: whoever records the
-    launch into a graph must keep this tuple alive as long as the graph."""
-    weights = _fp32(a["conv_weights"])
+    queue address. The kernels take int32 indices; conv weights [C, W] or [C, 1, W], A_log and
+    dt_bias as the layer holds them, fp32 or in the activation dtype (the weights not reshaped: a
+    view is a dispatcher trip), any other dtype converted to fp32; an fp32 conv bias; and an fp32
+    conv workspace [W + non-spec sequences + 1, C]: the tap-major copy [W, C] a kernel makes of
+    the weights (torch's transposing copy took 42 µs per call), then the conv outputs a kernel
+    writes for one-token sequences before the recurrent kernel, then A_log and dt_bias in fp32.
+    The conversions are new tensors unless the inputs already are of those dtypes: whoever
+    records the launch into a graph must keep this tuple alive as long as the graph."""
+    act = a["projected_states_qkvz"].dtype
+    weights = _as_held(a["conv_weights"], act)
     non_spec_seqs = a["num_prefills"] + a["num_decodes"]
-    conv_workspace = weights.new_empty((weights.shape[-1] + non_spec_seqs, weights.shape[0]))
+    conv_workspace = weights.new_empty((weights.shape[-1] + non_spec_seqs + 1, weights.shape[0]),
+                                       dtype=torch.float32)
     return (
         a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
         a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
         a["num_v_heads"] // a["tp_size"], a["head_k_dim"], a["head_v_dim"], a["conv_state"],
         a["ssm_state"], weights, conv_workspace, _fp32(a["conv_bias"]),
-        a["activation"] in ("silu", "swish"), _fp32(a["A_log"]), _fp32(a["dt_bias"]),
+        a["activation"] in ("silu", "swish"), _as_held(a["A_log"], act),
+        _as_held(a["dt_bias"], act),
         non_spec_seqs, a["num_spec_decodes"],
         _as(a["has_initial_state"], torch.bool),
         _int32(a["non_spec_query_start_loc"]), _int32(a["non_spec_token_indx"]),

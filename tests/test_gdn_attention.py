@@ -83,6 +83,19 @@ def test_dtypes(dtype, state_dtype):
     run_and_compare(cfg, decode_lens=(1, 1), prefill_lens=(13, 4, 100), spec_lens=(3,), seed=5)
 
 
+# The kernels read conv weights, A_log and dt_bias fp32 or in the activation dtype, as the layer
+# holds them (vLLM's bf16 model: bf16 weights and dt_bias, fp32 A_log); any other dtype is
+# converted to fp32 first. Decodes, a recurrent prefill and a chunked one.
+@pytest.mark.parametrize("param_dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_parameter_dtypes(param_dtype):
+    cfg = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64,
+                    dtype=torch.bfloat16)
+    args = make_batch(cfg, decode_lens=(1, 1, 1), prefill_lens=(9, 70), seed=21)
+    for name in ("conv_weights", "conv_bias", "A_log", "dt_bias"):
+        args[name] = args[name].to(param_dtype)
+    run_against_reference(args)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_long_prefills_on_the_recurrent_kernel_too(dtype, monkeypatch):
     monkeypatch.setenv("GDN_XPU_CHUNKED_FROM", "0")  # never chunked

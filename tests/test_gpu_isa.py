@@ -36,7 +36,7 @@ def isa_results(tmp_path_factory):
 @pytest.mark.parametrize("target", list(gpu_isa.TARGETS))
 def test_every_kernel_compiled(isa_results, target):
     """Each configuration's five kernels came out of ocloc for the target, with IGC's dumps."""
-    expected = {"gdn_tap_major_weights", "gdn_recurrent", "gdn_conv_state_update", "gdn_copy_z",
+    expected = {"gdn_fp32_parameters", "gdn_recurrent", "gdn_conv_state_update", "gdn_copy_z",
                 "gdn_chunked_prefill"}
     for act, state, dim in gpu_isa.CONFIGS:
         config = gpu_isa.config_name(act, state, dim)
