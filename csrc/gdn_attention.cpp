@@ -133,8 +133,9 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
   // A_log and dt_bias in fp32, the workspace's last row (gdn_fp32_parameters writes them).
-  float *gates = ptr<float>(conv_workspace) + (conv_workspace.size(0) - 1) * conv_channels;
-  const float *fp32_A_log = gates, *fp32_dt_bias = gates + hv;
+  float *gate_parameters =
+      ptr<float>(conv_workspace) + (conv_workspace.size(0) - 1) * conv_channels;
+  const float *fp32_A_log = gate_parameters, *fp32_dt_bias = gate_parameters + hv;
   // 256 work-items per work-group for gdn_fp32_parameters and gdn_conv_state_update: with 64,
   // the CPU device's cost per work-group made a B=1 decode call on one core 7 us slower
   // (148 -> 141 us in the launcher).
@@ -144,8 +145,8 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
            sycl::nd_range<1>((conv_channels + wg - 1) / wg * wg, wg),
            ptr<const void>(conv_weights), is_fp32(conv_weights, qkvz, "conv_weights"),
            ptr<const void>(A_log), is_fp32(A_log, qkvz, "A_log"), ptr<const void>(dt_bias),
-           is_fp32(dt_bias, qkvz, "dt_bias"), ptr<float>(conv_workspace), gates, conv_channels,
-           hv);
+           is_fp32(dt_bias, qkvz, "dt_bias"), ptr<float>(conv_workspace), gate_parameters,
+           conv_channels, hv);
   }
   if (num_actual_tokens > 0)
     launch(queue, kernels.copy_z,
