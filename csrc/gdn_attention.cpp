@@ -67,7 +67,7 @@ template <typename T> T *ptr(const OptionalTensor &t) {
 }
 
 // Whether a parameter (conv weights, A_log, dt_bias) is fp32; otherwise it must be in the
-// activation dtype, which gdn_fp32_parameters reads (ops.py converts any other).
+// activation dtype, which gdn_prepare reads (ops.py converts any other).
 int32_t is_fp32(const Tensor &parameter, const Tensor &act, const char *name) {
   const int code = dtype_code(parameter);
   STD_TORCH_CHECK(code == 0 || code == dtype_code(act), "gdn_xpu: ", name,
@@ -132,26 +132,24 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const int32_t spec_conv_rolling = conv_state.size(1) > conv_width - 1;
   const auto *act_in = ptr<const char>(qkvz);  // element type is fixed by the kernel build
 
-  // A_log and dt_bias in fp32, the workspace's last row (gdn_fp32_parameters writes them).
+  // A_log and dt_bias in fp32, the workspace's last row (gdn_prepare writes them).
   float *gate_parameters =
       ptr<float>(conv_workspace) + (conv_workspace.size(0) - 1) * conv_channels;
   const float *fp32_A_log = gate_parameters, *fp32_dt_bias = gate_parameters + hv;
-  // 256 work-items per work-group for gdn_fp32_parameters and gdn_conv_state_update: with 64,
-  // the CPU device's cost per work-group made a B=1 decode call on one core 7 us slower
-  // (148 -> 141 us in the launcher).
-  if (num_non_spec_seqs + num_spec_seqs > 0) {
-    const size_t wg = 256;
-    launch(queue, kernels.fp32_parameters,
-           sycl::nd_range<1>((conv_channels + wg - 1) / wg * wg, wg),
+  // gdn_prepare: the parameters in fp32, then each token's z; work-groups of 256 work-items (its
+  // PREPARE_WG; with 64, the CPU device's cost per work-group made a B=1 decode call on one core
+  // 7 us slower).
+  const size_t prepare_wg = 256;
+  auto prepare_groups = [&](size_t n) { return (n + prepare_wg - 1) / prepare_wg; };
+  const size_t tokens = num_actual_tokens;
+  if (num_non_spec_seqs + num_spec_seqs > 0 || tokens > 0) {
+    const size_t groups = prepare_groups(conv_channels) + tokens * prepare_groups(size_t(hv) * V);
+    launch(queue, kernels.prepare, sycl::nd_range<1>(groups * prepare_wg, prepare_wg),
            ptr<const void>(conv_weights), is_fp32(conv_weights, qkvz, "conv_weights"),
            ptr<const void>(A_log), is_fp32(A_log, qkvz, "A_log"), ptr<const void>(dt_bias),
            is_fp32(dt_bias, qkvz, "dt_bias"), ptr<float>(conv_workspace), gate_parameters,
-           conv_channels, hv);
+           conv_channels, act_in, qkvz_stride, ptr<char>(z), hk, hv, flat);
   }
-  if (num_actual_tokens > 0)
-    launch(queue, kernels.copy_z,
-           sycl::nd_range<2>({size_t(num_actual_tokens), size_t(hv * V)}, {1, size_t(V)}),
-           act_in, qkvz_stride, ptr<char>(z), hk, hv, flat);
 
   // Non-spec sequences of chunked_from tokens or more take the chunked prefill kernel, the
   // others (and every spec sequence) the recurrent one.
@@ -184,7 +182,20 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
            g.num_accepted, spec_conv_rolling, hk, hv, flat, ptr<float>(conv_workspace),
            ptr<const float>(conv_bias), silu, g.chunked_from, int32_t(before));
   };
-  if (conv_first && num_non_spec_seqs > 0) update_conv_state(groups[0], true);
+  // Which passes the non-spec sequences need: before for one-token sequences (conv_first),
+  // after for the others. On the package's own CPU queue the launcher reads their lengths (host
+  // memory, and the batch runs now) and skips a pass no sequence needs: a decode batch's pass
+  // after. Another queue may be recording a graph that replays other lengths: both passes.
+  bool conv_before = conv_first && num_non_spec_seqs > 0, conv_after = num_non_spec_seqs > 0;
+  if (!queue_address && conv_before) {
+    const int32_t *loc = groups[0].query_start_loc;
+    conv_before = conv_after = false;
+    for (int64_t seq = 0; seq < num_non_spec_seqs; ++seq) {
+      const int32_t len = loc[seq + 1] - loc[seq];
+      (len == 1 && groups[0].chunked_from > 1 ? conv_before : conv_after) |= len > 0;
+    }
+  }
+  if (conv_before) update_conv_state(groups[0], true);
   // gdn_recurrent declares its work-group size (it depends on the sub-group layout).
   const size_t wg = kernels.recurrent
                         .get_info<sycl::info::kernel_device_specific::compile_work_group_size>(
@@ -210,8 +221,8 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
                       sycl::nd_range<3>({size_t(g.num_seqs), size_t(hv) * (V / bv), bv},
                                         {1, 1, bv}));
   }
-  for (const Group &g : groups)
-    if (g.num_seqs > 0) update_conv_state(g, false);
+  if (conv_after) update_conv_state(groups[0], false);
+  if (num_spec_seqs > 0) update_conv_state(groups[1], false);
   if (!queue_address) queue.wait_and_throw();  // CPU tensors are ready when the op returns
 }
 

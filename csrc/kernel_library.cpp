@@ -68,8 +68,7 @@ std::string chunk_option(const sycl::device &dev, const KernelConfig &config) {
 std::vector<std::string> kernel_names(const KernelConfig &config, KernelSet set) {
   const std::string suffix = "_" + config.name();
   if (set == KernelSet::chunked_prefill) return {"gdn_chunked_prefill" + suffix};
-  return {"gdn_fp32_parameters" + suffix, "gdn_recurrent" + suffix,
-          "gdn_conv_state_update" + suffix, "gdn_copy_z" + suffix};
+  return {"gdn_prepare" + suffix, "gdn_recurrent" + suffix, "gdn_conv_state_update" + suffix};
 }
 
 // Run-time compile of one set of the kernel source, or its program from the persistent cache.
@@ -200,7 +199,7 @@ int cache_load_count() {
 
 StepKernels step_kernels_for(const sycl::queue &queue, const KernelConfig &config) {
   const auto &k = kernels_for(queue, config, KernelSet::step);
-  return {k[0], k[1], k[2], k[3]};
+  return {k[0], k[1], k[2]};
 }
 
 sycl::kernel chunked_prefill_kernel_for(const sycl::queue &queue, const KernelConfig &config) {

@@ -60,10 +60,9 @@ RecurrentLayout recurrent_layout(const sycl::device &dev, int head_k_dim, int he
 enum class KernelSet { step = 1, chunked_prefill = 2 };
 
 struct StepKernels {
-  sycl::kernel fp32_parameters;
+  sycl::kernel prepare;
   sycl::kernel recurrent;
   sycl::kernel conv_state_update;
-  sycl::kernel copy_z;
 };
 
 // Path of libgdn_xpu_aot.so (built by setup.py with icpx when GDN_XPU_AOT=1), or "".

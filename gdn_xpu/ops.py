@@ -19,6 +19,7 @@ vLLM already defines the name.
 
 import importlib.util
 import inspect
+import threading
 from typing import Optional
 
 import torch
@@ -89,16 +90,17 @@ def launcher_args(a: dict) -> tuple:
     queue address. The kernels take int32 indices; conv weights [C, W] or [C, 1, W], A_log and
     dt_bias as the layer holds them, fp32 or in the activation dtype (the weights not reshaped: a
     view is a dispatcher trip), any other dtype converted to fp32; an fp32 conv bias; and an fp32
-    conv workspace [W + non-spec sequences + 1, C]: the tap-major copy [W, C] a kernel makes of
-    the weights (torch's transposing copy took 42 µs per call), then the conv outputs a kernel
-    writes for one-token sequences before the recurrent kernel, then A_log and dt_bias in fp32.
-    The conversions are new tensors unless the inputs already are of those dtypes: whoever
-    records the launch into a graph must keep this tuple alive as long as the graph."""
+    conv workspace of at least W + non-spec sequences + 1 rows of C: the tap-major copy [W, C] a
+    kernel makes of the weights (torch's transposing copy took 42 µs per call), then the conv
+    outputs a kernel writes for one-token sequences before the recurrent kernel; its last row
+    holds A_log and dt_bias in fp32. The conversions are new tensors unless the inputs already
+    are of those dtypes: whoever records the launch into a graph must keep this tuple alive as
+    long as the graph, and, for CPU tensors, replay it only between calls of the op (the
+    workspace is the thread's)."""
     act = a["projected_states_qkvz"].dtype
     weights = _as_held(a["conv_weights"], act)
     non_spec_seqs = a["num_prefills"] + a["num_decodes"]
-    conv_workspace = weights.new_empty((weights.shape[-1] + non_spec_seqs + 1, weights.shape[0]),
-                                       dtype=torch.float32)
+    conv_workspace = _conv_workspace(weights, weights.shape[-1] + non_spec_seqs + 1)
     return (
         a["core_attn_out"], a["z"], a["projected_states_qkvz"].contiguous(),
         a["projected_states_ba"].contiguous(), a["num_k_heads"] // a["tp_size"],
@@ -113,6 +115,28 @@ def launcher_args(a: dict) -> tuple:
         _int32(a["spec_token_indx"]), _int32(a["spec_state_indices_tensor"]),
         _int32(a["num_accepted_tokens"]), a["num_actual_tokens"], a["reorder_input"],
     )
+
+
+# CPU calls' conv workspaces, per thread: {conv channels: fp32 tensor [rows, channels]}.
+_cpu_workspaces = threading.local()
+
+
+def _conv_workspace(weights: torch.Tensor, rows: int) -> torch.Tensor:
+    """An fp32 conv workspace of at least `rows` rows for the weights' channels. On the CPU one
+    per thread and channel count, kept and grown: every CPU call waits for its kernels, so the
+    next call finds it free, and a fresh one per call cost 46-56 us of a B=1 decode call with
+    the caches swept (glibc hands back pages that large, and the kernels fault them in again).
+    XPU calls allocate from torch's caching allocator, in the order of their stream."""
+    channels = weights.shape[0]
+    if not weights.is_cpu:
+        return weights.new_empty((rows, channels), dtype=torch.float32)
+    kept = getattr(_cpu_workspaces, "by_channels", None)
+    if kept is None:
+        kept = _cpu_workspaces.by_channels = {}
+    workspace = kept.get(channels)
+    if workspace is None or workspace.shape[0] < rows:
+        workspace = kept[channels] = torch.empty((rows, channels), dtype=torch.float32)
+    return workspace
 
 
 _GDN_ATTENTION_PARAMETERS = inspect.signature(gdn_attention_impl)

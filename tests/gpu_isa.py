@@ -1,8 +1,8 @@
 """The Intel GPU ISA of gdn_xpu's run-time-compiled kernels, without an Intel GPU.
 
 1. Capture. A subprocess runs the raw op on small CPU tensors for every configuration, so the
-   run-time compile builds each kernel set (step: gdn_fp32_parameters, gdn_recurrent,
-   gdn_conv_state_update, gdn_copy_z; chunked_prefill), from the working tree's kernel source,
+   run-time compile builds each kernel set (step: gdn_prepare, gdn_recurrent,
+   gdn_conv_state_update; chunked_prefill), from the working tree's kernel source,
    with the persistent kernel cache off and the launcher's GPU build variant
    (GDN_XPU_BUILD_FOR=gpu). An LD_PRELOAD interposer (spirv_capture.c, built with gcc) saves
    each SPIR-V module the runtime hands the OpenCL CPU device (clCreateProgramWithIL), the
