@@ -192,7 +192,11 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
     conv_before = conv_after = false;
     for (int64_t seq = 0; seq < num_non_spec_seqs; ++seq) {
       const int32_t len = loc[seq + 1] - loc[seq];
-      (len == 1 && groups[0].chunked_from > 1 ? conv_before : conv_after) |= len > 0;
+      if (len <= 0) continue;  // padding: neither pass
+      if (len == 1 && groups[0].chunked_from > 1)
+        conv_before = true;
+      else
+        conv_after = true;
     }
   }
   if (conv_before) update_conv_state(groups[0], true);
