@@ -82,7 +82,7 @@ def main():
     empty = empty_batch(full)
     cases = {
         "op": lambda: torch.ops.gdn_xpu.gdn_attention(**args),
-        "validation": lambda: check_gdn_attention_args(**args),
+        "validation": lambda: check_gdn_attention_args(args),
         "arguments": lambda: ops.launcher_args(args),
         "launch": lambda: extension.gdn_attention(*full, queue),
         "empty launch": lambda: extension.gdn_attention(*empty, queue),

@@ -79,10 +79,14 @@ def gdn_attention_impl(
     spec_query_start_loc, spec_token_indx, spec_state_indices_tensor, num_accepted_tokens,
     num_actual_tokens, tp_size, reorder_input,
 ) -> None:
-    args = dict(locals())
-    check_gdn_attention_args(**args)
-    _runtime.extension().gdn_attention(*launcher_args(args),
-                                       _runtime.queue_address(core_attn_out.device))
+    run_raw_op(dict(locals()))
+
+
+def run_raw_op(a: dict) -> None:
+    """The raw op on its arguments `a` (name -> value): validation, then the launcher."""
+    check_gdn_attention_args(a)
+    _runtime.extension().gdn_attention(*launcher_args(a),
+                                       _runtime.queue_address(a["core_attn_out"].device))
 
 
 def launcher_args(a: dict) -> tuple:
@@ -146,7 +150,7 @@ def gdn_attention_fake(*args, **kwargs) -> None:
     # Tracing (and tensors on meta, even mixed with real ones) lands here: refuse what the real
     # op would refuse, short of reading index values.
     bound = _GDN_ATTENTION_PARAMETERS.bind(*args, **kwargs).arguments
-    check_gdn_attention_args(check_values=False, **bound)
+    check_gdn_attention_args(bound, check_values=False)
 
 
 def define_raw_op(lib: torch.library.Library) -> None:
@@ -171,11 +175,11 @@ def run_layer(core_attn_out: torch.Tensor, z: torch.Tensor, projected_states_qkv
     fresh = getattr(metadata, "gdn_xpu_fresh_spec_rows", None)
     if fresh is not None:  # spec rows of new requests (gdn_xpu/vllm_plugin.py, point 6)
         reset_spec_slots(layer.kv_cache, metadata.spec_state_indices_tensor, fresh)
-    # The raw op's implementation, not torch.ops.gdn_xpu.gdn_attention: this body already runs
-    # inside an op, and the second trip through the dispatcher cost 12 us per call (B=1 decode,
-    # one core: 199 -> 187 us).
-    gdn_attention_impl(**raw_op_args(
-        layer, core_attn_out, z, projected_states_qkvz, projected_states_ba, metadata))
+    # The raw op's work, not torch.ops.gdn_xpu.gdn_attention: this body already runs inside an
+    # op, and the second trip through the dispatcher cost 12 us per call (B=1 decode, one core:
+    # 199 -> 187 us).
+    run_raw_op(raw_op_args(layer, core_attn_out, z, projected_states_qkvz, projected_states_ba,
+                           metadata))
 
 
 def reset_spec_slots(kv_cache, spec_state_indices: torch.Tensor, rows: torch.Tensor) -> None:

@@ -98,8 +98,10 @@ def _batch_device(t: torch.Tensor) -> torch.device:
     return t.device
 
 
-def check_gdn_attention_args(*, check_values: bool = True, **a) -> None:
-    """Raise ValueError/TypeError naming the first bad argument; touch nothing.
+def check_gdn_attention_args(a: dict, check_values: bool = True) -> None:
+    """Raise ValueError/TypeError naming the first bad argument of the raw op's arguments `a`
+    (name -> value); touch nothing. A dict, not keywords: spreading 29 arguments into keywords
+    and back cost 15 us of a B=1 decode call with the caches swept.
 
     check_values=False skips the values of index tensors: the fake impl checks what tracing
     can see (devices, dtypes, shapes, counts), so a traced call fails as the real one would."""

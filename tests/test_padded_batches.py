@@ -103,7 +103,7 @@ def test_slot_zero_may_repeat_other_slots_may_not():
     # Two non-empty sequences on slot 0: vLLM's scratch, accepted.
     ok = clone_args(args)
     ok["non_spec_state_indices_tensor"][:2] = NULL
-    validation.check_gdn_attention_args(**ok)
+    validation.check_gdn_attention_args(ok)
     # Two non-empty sequences on one other slot: refused, nothing written.
     bad = clone_args(args)
     bad["non_spec_state_indices_tensor"][1] = slots[0]
@@ -115,10 +115,10 @@ def test_slot_zero_may_repeat_other_slots_may_not():
     # sequence's slot is refused.
     spec = pad_spec(make_batch(SPEC_CFG, decode_lens=(1,), spec_lens=(2,), seed=6,
                                reserve_slot_zero=True), rows=2)
-    validation.check_gdn_attention_args(**spec)
+    validation.check_gdn_attention_args(spec)
     spec["spec_state_indices_tensor"][0, 1] = spec["non_spec_state_indices_tensor"][0]
     with pytest.raises(ValueError, match="same cache slot"):
-        validation.check_gdn_attention_args(**spec)
+        validation.check_gdn_attention_args(spec)
 
 
 def test_zero_length_rows_are_accepted_wherever_they_point():
@@ -261,7 +261,7 @@ def test_decode_step_recorded_into_a_sycl_graph_replays_like_eager(recorder):
     torch.ops.gdn_xpu.gdn_attention(**eager)
 
     graph_args = clone_args(step1)
-    validation.check_gdn_attention_args(**graph_args)
+    validation.check_gdn_attention_args(graph_args)
     launch = ops.launcher_args(graph_args)  # kept alive as long as the graph
     untouched = clone_args(graph_args)
     graph = _check(so.gr_begin_recording(queue), so)

@@ -81,11 +81,9 @@ def install_recorder(gdn_layers: int) -> dict:
 
     ops.reset_spec_slots = counting_reset
 
-    real_op = ops.gdn_attention_impl  # looked up by the layer op at each call
-    names = [a.name for a in torch.ops.gdn_xpu.gdn_attention.default._schema.arguments]
+    real_op = ops.run_raw_op  # looked up by the layer op at each call
 
-    def recording_op(*args, **kwargs):
-        a = {**dict(zip(names, args)), **kwargs}
+    def recording_op(a):
         ns = a["num_spec_decodes"]
         if ns > 0:
             stats["spec_calls"] += 1
@@ -118,9 +116,9 @@ def install_recorder(gdn_layers: int) -> dict:
                 stats["row_len"].update(lens)
                 stats["accepted"].update(accepted)
                 stats["len_accepted"].update(f"{n}:{k}" for n, k in zip(lens, accepted))
-        return real_op(*args, **kwargs)
+        return real_op(a)
 
-    ops.gdn_attention_impl = recording_op
+    ops.run_raw_op = recording_op
     return stats
 
 
