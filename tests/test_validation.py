@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gdn_xpu  # noqa: F401
+from gdn_xpu import validation
 
 from batches import GDNConfig, clone_args, make_batch
 
@@ -175,6 +176,20 @@ def test_tensors_on_two_devices_are_refused():
     args["A_log"] = args["A_log"].to("meta")
     with pytest.raises(ValueError, match="one device"):
         torch.ops.gdn_xpu.gdn_attention(**args)
+
+
+def test_every_tensor_argument_is_checked_for_its_device():
+    # Validation finds the tensors by name: the names are the schema's tensor arguments.
+    schema = torch.ops.gdn_xpu.gdn_attention.default._schema
+    tensors = [a.name for a in schema.arguments if "Tensor" in str(a.type)]
+    assert list(validation.TENSOR_ARGUMENTS) == tensors
+    for name in tensors:  # each one on another device is refused
+        args = valid_args()
+        if args[name] is None:
+            continue
+        args[name] = args[name].to("meta")
+        with pytest.raises(ValueError, match="one device"):
+            torch.ops.gdn_xpu.gdn_attention(**args)
 
 
 def test_the_valid_batch_itself_runs():
