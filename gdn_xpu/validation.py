@@ -126,7 +126,7 @@ def check_gdn_attention_args(a: dict, check_values: bool = True) -> None:
     out, z = a["core_attn_out"], a["z"]
     conv_state, ssm_state = a["conv_state"], a["ssm_state"]
     # The tensor arguments by name, not found by type among all 29 (with shapes compared whole,
-    # validation of a B=1 decode call took 150-172 -> 120-141 us with the caches swept).
+    # validation of a B=1 decode call took 150-154 -> 120-125 us with the caches swept).
     tensors = {name: a[name] for name in TENSOR_ARGUMENTS if a[name] is not None}
     if any(t.device != qkvz.device for t in tensors.values()):
         where = ", ".join(f"{n}: {t.device}" for n, t in tensors.items())
