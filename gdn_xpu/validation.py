@@ -128,7 +128,8 @@ def check_gdn_attention_args(a: dict, check_values: bool = True) -> None:
     # The tensor arguments by name, not found by type among all 29 (with shapes compared whole,
     # validation of a B=1 decode call took 150-154 -> 120-125 us with the caches swept).
     tensors = {name: a[name] for name in TENSOR_ARGUMENTS if a[name] is not None}
-    if any(t.device != qkvz.device for t in tensors.values()):
+    qkvz_device = qkvz.device
+    if any(t.device != qkvz_device for t in tensors.values()):
         where = ", ".join(f"{n}: {t.device}" for n, t in tensors.items())
         _fail(f"all tensors must be on one device, got {where}")
     device = _batch_device(qkvz)

@@ -1,7 +1,7 @@
 """The raw op's memory does not grow across calls: resident memory stays flat over many decode
 steps (after a warm-up that compiles or loads the kernels, sizes the thread's conv workspace and
-settles the allocators). The served
-engine's memory over rounds of load (test_vllm_serve.py) is vLLM's; this is the op's share."""
+settles the allocators). The served engine's memory over rounds of load (test_vllm_serve.py) is
+vLLM's; this is the op's share."""
 
 import pytest
 import torch
