@@ -138,9 +138,14 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   const float *fp32_A_log = gate_parameters, *fp32_dt_bias = gate_parameters + hv;
   // gdn_prepare: the parameters in fp32, then each token's z; work-groups of 256 work-items (its
   // PREPARE_WG; with 64, the CPU device's cost per work-group made a B=1 decode call on one core
-  // 7 us slower).
-  const size_t prepare_wg = 256;
-  auto prepare_groups = [&](size_t n) { return (n + prepare_wg - 1) / prepare_wg; };
+  // 7 us slower). With the CPU split each work-item covers 16 entries, so a B=1 decode launches
+  // 3 work-groups, not 48: with its taps read as a block, the kernel took 33 -> 21 us of that
+  // call (one core of an Intel Xeon, caches hot).
+  const RecurrentLayout layout = recurrent_layout(queue.get_device(), head_k_dim, V);
+  // The CPU split: several row groups per sub-group (conv_first in the kernel source).
+  const bool cpu_split = layout.rows_per_sg > layout.group_rows;
+  const size_t prepare_wg = 256, span = cpu_split ? 16 : 1, prepare_items = prepare_wg * span;
+  auto prepare_groups = [&](size_t n) { return (n + prepare_items - 1) / prepare_items; };
   const size_t tokens = num_actual_tokens;
   if (num_non_spec_seqs + num_spec_seqs > 0 || tokens > 0) {
     const size_t groups = prepare_groups(conv_channels) + tokens * prepare_groups(size_t(hv) * V);
@@ -148,7 +153,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
            ptr<const void>(conv_weights), is_fp32(conv_weights, qkvz, "conv_weights"),
            ptr<const void>(A_log), is_fp32(A_log, qkvz, "A_log"), ptr<const void>(dt_bias),
            is_fp32(dt_bias, qkvz, "dt_bias"), ptr<float>(conv_workspace), gate_parameters,
-           conv_channels, act_in, qkvz_stride, ptr<char>(z), hk, hv, flat);
+           conv_channels, act_in, qkvz_stride, ptr<char>(z), hk, hv, flat, int(span));
   }
 
   // Non-spec sequences of chunked_from tokens or more take the chunked prefill kernel, the
@@ -165,9 +170,7 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
   // gdn_conv_state_update runs after the other kernels (the queue is in order), which read the
   // conv state as it was before the batch; with the CPU split (several row groups per
   // sub-group) also before them, for the one-token non-spec sequences, whose conv outputs it
-  // writes to the conv workspace for gdn_recurrent (conv_first in the kernel source).
-  const RecurrentLayout layout = recurrent_layout(queue.get_device(), head_k_dim, V);
-  const bool conv_first = layout.rows_per_sg > layout.group_rows;
+  // writes to the conv workspace for gdn_recurrent.
   // Work-groups of 256 work-items step over the channels: on GPUs one channel per work-item, on
   // the CPU device 2048 channels per work-group, which pays the sequence's checks once per
   // sub-group, not per 16 channels (one core, bf16 decode B=1 0.188 -> 0.182 ms; B=32 the same).
@@ -182,11 +185,11 @@ void gdn_attention(const Tensor &core_attn_out, const Tensor &z, const Tensor &q
            g.num_accepted, spec_conv_rolling, hk, hv, flat, ptr<float>(conv_workspace),
            ptr<const float>(conv_bias), silu, g.chunked_from, int32_t(before));
   };
-  // Which passes the non-spec sequences need: before for one-token sequences (conv_first),
+  // Which passes the non-spec sequences need: before for one-token sequences (cpu_split),
   // after for the others. On the package's own CPU queue the launcher reads their lengths (host
   // memory, and the batch runs now) and skips a pass no sequence needs: a decode batch's pass
   // after. Another queue may be recording a graph that replays other lengths: both passes.
-  bool conv_before = conv_first && num_non_spec_seqs > 0, conv_after = num_non_spec_seqs > 0;
+  bool conv_before = cpu_split && num_non_spec_seqs > 0, conv_after = num_non_spec_seqs > 0;
   if (!queue_address && conv_before) {
     const int32_t *loc = groups[0].query_start_loc;
     conv_before = conv_after = false;
