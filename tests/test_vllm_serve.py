@@ -15,7 +15,6 @@ here (README, "Known vLLM behaviour"): the plugin's guard keeps them exact.
 """
 
 import json
-import os
 import re
 
 import pytest
@@ -29,15 +28,15 @@ from vllm_serve import Server, complete, log_errors, make_requests, run_load  # 
 
 CONCURRENCY = 16
 ROUNDS = 6  # three rounds of load, then three more to see where resident memory goes
-# bf16 model, the same kernels and engine arguments, only the batch composition differs
-# (concurrent clients against one offline batch): the bound of test_vllm_e2e.py's spec test.
-TOL = 0.02
-# Both engines run oneDNN's kernels up to AVX-512 BF16, not AMX: on an Intel Xeon with AMX
-# (family 6 model 167, 2026-12-02), where the served batches' model GEMMs take AMX, prompt 47's
-# sixth token differed from the offline engine's by 0.031 in three runs (the same with the op of
-# the commit before, whose outputs are bit-identical), and was within TOL with this cap. AMD
-# machines have no AMX.
-ENGINE_ISA = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+# bf16 model, the same kernels and engine arguments; only the batch composition differs
+# (concurrent clients and spec rows against one offline batch). Where oneDNN's bf16 GEMMs
+# round by batch shape (AVX-512 BF16, AMX), the logits then differ as two implementations' do:
+# the bound of test_vllm_e2e.py's comparison with vLLM-CPU's GDN. Measured: 0 on Zen 3 (AVX2);
+# 0.031 for prompt 47's sixth token on an Intel Xeon with AMX (2026-12-02, three runs, also
+# with the op of the commit before) and in CI with oneDNN capped below AMX (2026-12-03), tokens
+# identical. What this test catches is not this small: its guard turned off, a fresh spec row
+# diverged at a lead of 0.09 (README, "A served engine under load").
+TOL = 0.05
 # Resident memory of the server's processes after three rounds has not stopped growing, here
 # or with vLLM's own GDN (README, "A served engine under load": the worker grows by 245 / 70 /
 # 91 MiB over rounds 1-3, then 8-43 MiB a round, routed; 138 / 102 / 69, then 0-55, native):
@@ -72,11 +71,11 @@ def test_served_engine_under_load(checkpoint, tmp_path):
     # The offline engine: the same engine arguments without speculation, plain greedy, routed.
     ref = generate(checkpoint, tmp_path, True, "--requests-file", str(requests_file),
                    "--logprobs", "2", "--max-model-len", "512", "--max-num-seqs", "16",
-                   "--no-prefix-caching", env={**os.environ, **ENGINE_ISA})
+                   "--no-prefix-caching")
     assert ref["raw_op_calls"] > 0
 
     server = Server(checkpoint, tmp_path / "server.log", True, spec=True,
-                    cache_root=tmp_path / "server_cache", extra_env=ENGINE_ISA)
+                    cache_root=tmp_path / "server_cache")
     try:
         print(f"server ready in {server.wait_ready():.1f} s")
         rss = [server.rss_bytes()]
