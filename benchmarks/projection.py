@@ -3,9 +3,10 @@ tuned GPU kernel reaches on hardware, and the kernels' Intel GPU ISA (IGC's own 
 pvc and acm-g10, from the ISA check) against each target's bandwidth. A projection, not a
 measurement: no Intel GPU was run.
 
-    python benchmarks/projection.py            writes benchmarks/results/PROJECTION.md from the
-                                               ISA check's last results (gpu_isa.json, written
-                                               by make test-isa); run_all.py too
+    python benchmarks/projection.py            writes PROJECTION.md (the repository's root, kept
+                                               in git) from the ISA check's last results
+                                               (benchmarks/results/gpu_isa.json, written by
+                                               make test-isa); run_all.py too
     python benchmarks/projection.py --run-isa  runs the ISA check first (make ocloc; ~4 min)
 """
 
@@ -14,6 +15,7 @@ import pathlib
 import sys
 
 RESULTS = pathlib.Path(__file__).parent / "results"
+PROJECTION = pathlib.Path(__file__).resolve().parent.parent / "PROJECTION.md"
 HEADS, K, V = 32, 128, 128  # Qwen3-Next per-rank shape at tp 1: Hk 16 / Hv 32
 
 # The reference point, measured by the project on an NVIDIA H100 with FLA 0.6.0's Triton
@@ -234,9 +236,8 @@ def write_projection(run_isa: bool = False) -> pathlib.Path:
         import gpu_isa
         with tempfile.TemporaryDirectory(prefix="gdn_gpu_isa_") as work:
             gpu_isa.write_results(gpu_isa.run_check(pathlib.Path(work)), RESULTS)
-    path = RESULTS / "PROJECTION.md"
-    path.write_text(projection_markdown(load_isa()))
-    return path
+    PROJECTION.write_text(projection_markdown(load_isa()))
+    return PROJECTION
 
 
 if __name__ == "__main__":
