@@ -128,26 +128,29 @@ def isa_markdown(isa) -> list:
         "**budget** is the instructions per token and row the GPU can issue in the time that "
         "traffic takes at the published bandwidth (`decode_budget`: one instruction per vector "
         "engine per clock, a SIMD16 instruction taking 2 clocks on Xe-HPG's 8-lane engines; "
-        "no dual issue, no stalls, so generous). The kernel's count per row is the token "
-        "loop's instructions (`tests/gpu_isa.py`: the loop doing the most float arithmetic of "
-        "its own) divided by the rows a thread updates in it: a lower bound of a decode step's "
-        "work; the whole kernel's instructions divided so are an upper bound (every "
-        "instruction once, including conv, gates, state load/store and branches a decode "
-        "skips). Memory-bound when the upper bound is under the budget; compute-bound when "
-        "the lower bound is over it; in between, only hardware can tell.", "",
-        "| act/state K=V | target | rows / thread | token loop / row | whole kernel / row | "
-        "budget / row | verdict |", "|---|---|---|---|---|---|---|"]
+        "no dual issue, no stalls, so generous). The kernel's counts per row divide by the "
+        "rows a thread updates (`tests/gpu_isa.py`, `decode_loop`): the **token step** (the "
+        "loop over a tile's tokens: S^T k, the update, S^T q, the state store), which every "
+        "thread runs once per token, is a lower bound of a decode step's work; the **tile** "
+        "(what a one-token tile lays out: the conv's alternative paths, gates and q/k norms, "
+        "which one sub-group alone computes in decode, the state load and the token step) "
+        "counts every instruction once; the **whole kernel** is an upper bound. Memory-bound "
+        "when the whole kernel is under the budget; compute-bound when the token step is over "
+        "it; in between, only hardware can tell.", "",
+        "| act/state K=V | target | rows / thread | token step / row | tile / row | "
+        "whole kernel / row | budget / row | verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in isa:
         d = r.get("decode_loop")
         if r["kernel"] != "gdn_recurrent" or not d:
             continue
         act, state, k = r["config"].split("_")[:3]
         budget = decode_budget(r["target"], r["simd"], int(k[1:]), state)
-        low, high = d["token_loop_per_row"], d["kernel_per_row"]
+        low, high = d["token_step_per_row"], d["kernel_per_row"]
         verdict = ("memory-bound" if high <= budget else "compute-bound" if low > budget
                    else "between: hardware decides")
         lines.append(f"| {act}/{state} {k[1:]} | {r['target']} | {d['rows_per_thread']:g} | "
-                     f"{low:.0f} | {high:.0f} | {budget:.0f} | {verdict} |")
+                     f"{low:.0f} | {d['tile_per_row']:.0f} | {high:.0f} | {budget:.0f} | "
+                     f"{verdict} |")
     lines += ["", "Targets: " + "; ".join(
         f"{name} = {t['product']} ({t['engines']} vector engines x {t['clock'] / 1e9:.1f} GHz, "
         f"{t['lanes']} FP32 lanes each, {t['bandwidth'] / 1e9:.0f} GB/s)"

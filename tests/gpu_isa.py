@@ -235,7 +235,7 @@ class KernelISA:
     simd: int
     grf: int
     work_group: list
-    decode_loop: dict = None  # gdn_recurrent: the token loop's instructions, rows per thread
+    decode_loop: dict = None  # gdn_recurrent: token step, tile and kernel instructions per row
 
     @property
     def spill(self) -> int:
@@ -322,10 +322,12 @@ def _instruction_lines(lines: list):
 FLOAT_OP = re.compile(r"^\s*(?:\([^)]*\)\s*)*(?:mad|mul|add)\b.*:f\b")
 
 
-def token_loop_instructions(lines: list) -> int:
-    """Instructions of the loop doing the most float arithmetic (mad/mul/add on :f) of its own,
-    outside loops nested in it: gdn_recurrent's per-token loop. A loop is the blocks from its
-    header to the block branching back to it (IGC lays a loop's blocks out contiguously)."""
+def decode_loops(lines: list) -> tuple:
+    """Instructions of gdn_recurrent's token step and of its tile, as IGC laid them out: the
+    token step is the innermost loop doing the most float arithmetic (mad/mul/add on :f; the
+    kernel's `for (tt < n) token_step(tt)`), the tile the outermost loop around it (the tile's
+    conv, gates, q/k norms and the token loop). A loop is the blocks from its header to the
+    block branching back to it (IGC lays a loop's blocks out contiguously)."""
     succs, counts, float_ops = {}, {}, {}
     for line in lines:
         m = re.match(r"// B(\d+):.*Succs:\{([^}]*)\}", line)
@@ -336,14 +338,17 @@ def token_loop_instructions(lines: list) -> int:
         if FLOAT_OP.match(lines[n]):
             float_ops[block] = float_ops.get(block, 0) + 1
     loops = sorted({(s, b) for b, ss in succs.items() for s in ss if s <= b})
-    best, best_own = 0, -1
-    for h, t in loops:
-        nested = {b for h2, t2 in loops if (h2, t2) != (h, t) and h <= h2 and t2 <= t
-                  for b in range(h2, t2 + 1)}
-        own = sum(float_ops.get(b, 0) for b in range(h, t + 1) if b not in nested)
-        if own > best_own:
-            best, best_own = sum(counts.get(b, 0) for b in range(h, t + 1)), own
-    return best
+
+    def inside(inner, outer):
+        return inner != outer and outer[0] <= inner[0] and inner[1] <= outer[1]
+
+    def total(loop, per_block):
+        return sum(per_block.get(b, 0) for b in range(loop[0], loop[1] + 1))
+
+    innermost = [l for l in loops if not any(inside(o, l) for o in loops)]
+    step = max(innermost, key=lambda l: total(l, float_ops))
+    tile = min((l for l in loops if inside(step, l)), key=lambda l: l[0], default=step)
+    return total(step, counts), total(tile, counts)
 
 
 def compile_image(image: Image, target: str, work: Path) -> list:
@@ -397,11 +402,13 @@ def compile_image(image: Image, target: str, work: Path) -> list:
 
 def decode_loop(lines: list, instructions: int, rows_per_thread: float) -> dict:
     """gdn_recurrent in the final binary, per state row one hardware thread (one sub-group)
-    updates: the token loop's instructions per token, and the whole kernel's (a decode step
-    runs each part about once; an upper bound, since it counts branches a decode skips)."""
-    loop = token_loop_instructions(lines)
-    return dict(rows_per_thread=rows_per_thread, token_loop=loop,
-                token_loop_per_row=loop / rows_per_thread,
+    updates, in instructions per token. The token step: every thread runs it once per token,
+    a lower bound. The tile: what a one-token tile (decode) lays out, every instruction once,
+    though the conv's paths are alternatives and one sub-group alone computes gates and norms.
+    The whole kernel: an upper bound (every instruction once)."""
+    step, tile = decode_loops(lines)
+    return dict(rows_per_thread=rows_per_thread, token_step=step, tile=tile,
+                token_step_per_row=step / rows_per_thread, tile_per_row=tile / rows_per_thread,
                 kernel_per_row=instructions / rows_per_thread)
 
 
@@ -419,17 +426,19 @@ def run_check(work: Path, targets=tuple(TARGETS)) -> list:
 def table(results: list) -> str:
     """Markdown: one row per kernel, configuration and target. Spill and instructions list
     every IGC attempt at the binary's SIMD width (first / retry); the decode column is
-    gdn_recurrent's token loop in instructions per token and state row (rows per thread)."""
+    gdn_recurrent's token step and tile in instructions per token and state row (decode_loop;
+    rows per thread)."""
     options = sorted({f"{r.target}: {r.options or '(none)'}" for r in results})
     lines = ["Level Zero build options passed to ocloc: " + "; ".join(options), "",
              "| kernel | act/state K=V | target | GRF | spill B | SIMD | SLM B | instructions "
-             "| decode loop / row |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| token step / tile per row |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         spills = " / ".join(str(a.spill) for a in r.attempts)
         insts = " / ".join(str(a.instructions) for a in r.attempts)
         act, state, k = r.config.split("_")[:3]
-        loop = (f"{r.decode_loop['token_loop_per_row']:.0f} ({r.decode_loop['rows_per_thread']:g})"
-                if r.decode_loop else "-")
+        d = r.decode_loop
+        loop = (f"{d['token_step_per_row']:.0f} / {d['tile_per_row']:.0f} ({d['rows_per_thread']:g})"
+                if d else "-")
         lines.append(f"| {r.kernel} | {act}/{state} {k[1:]} | {r.target} | {r.grf} | {spills} | "
                      f"{r.simd} | {r.slm} | {insts} | {loop} |")
     return "\n".join(lines)
