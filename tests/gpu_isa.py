@@ -345,9 +345,10 @@ def decode_loops(lines: list) -> tuple:
     def total(loop, per_block):
         return sum(per_block.get(b, 0) for b in range(loop[0], loop[1] + 1))
 
-    innermost = [l for l in loops if not any(inside(o, l) for o in loops)]
-    step = max(innermost, key=lambda l: total(l, float_ops))
-    tile = min((l for l in loops if inside(step, l)), key=lambda l: l[0], default=step)
+    innermost = [loop for loop in loops if not any(inside(other, loop) for other in loops)]
+    step = max(innermost, key=lambda loop: total(loop, float_ops))
+    tile = min((loop for loop in loops if inside(step, loop)), key=lambda loop: loop[0],
+               default=step)
     return total(step, counts), total(tile, counts)
 
 
@@ -431,14 +432,15 @@ def table(results: list) -> str:
     options = sorted({f"{r.target}: {r.options or '(none)'}" for r in results})
     lines = ["Level Zero build options passed to ocloc: " + "; ".join(options), "",
              "| kernel | act/state K=V | target | GRF | spill B | SIMD | SLM B | instructions "
-             "| token step / tile per row |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| token step / tile per row |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         spills = " / ".join(str(a.spill) for a in r.attempts)
         insts = " / ".join(str(a.instructions) for a in r.attempts)
         act, state, k = r.config.split("_")[:3]
         d = r.decode_loop
-        loop = (f"{d['token_step_per_row']:.0f} / {d['tile_per_row']:.0f} ({d['rows_per_thread']:g})"
-                if d else "-")
+        loop = (f"{d['token_step_per_row']:.0f} / {d['tile_per_row']:.0f} "
+                f"({d['rows_per_thread']:g})" if d else "-")
         lines.append(f"| {r.kernel} | {act}/{state} {k[1:]} | {r.target} | {r.grf} | {spills} | "
                      f"{r.simd} | {r.slm} | {insts} | {loop} |")
     return "\n".join(lines)
