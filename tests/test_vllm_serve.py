@@ -29,9 +29,9 @@ from vllm_serve import Server, complete, log_errors, make_requests, run_load  # 
 CONCURRENCY = 16
 ROUNDS = 6  # three rounds of load, then three more to see where resident memory goes
 # bf16 model, the same kernels and engine arguments; only the batch composition differs
-# (concurrent clients and spec rows against one offline batch). Where oneDNN's bf16 GEMMs
-# round by batch shape (AVX-512 BF16, AMX), the logits then differ as two implementations' do:
-# the bound of test_vllm_e2e.py's comparison with vLLM-CPU's GDN. Measured: 0.0040 on Zen 3
+# (concurrent clients and spec rows against one offline batch), so the logits may differ as two
+# implementations' do (README, "A served engine under load": the cause is not shown): the bound
+# of test_vllm_e2e.py's comparison with vLLM-CPU's GDN. Measured: 0.0040 on Zen 3
 # (AVX2); 0.031 for prompt 47's sixth token on an Intel Xeon with AMX (2026-12-02, three runs,
 # also with the op of the commit before) and in CI with oneDNN capped below AMX (2026-12-03),
 # tokens identical. What this test catches is not this small: its guard turned off, a fresh
