@@ -100,14 +100,19 @@ test-wheel: $(WHEEL)
 
 # A fresh environment ($(1)) of torch $(2) and the matched SYCL runtime set $(3), then the one
 # wheel by a plain pip install with nothing but the environment on PATH (no compiler), as a user
-# installs it; tests $(4) run there, and the environment is removed once they pass. The empty
-# last line keeps the next $(foreach) expansion's first line a recipe line of its own.
+# installs it; tests $(4) run there, and the environment is removed once they pass. The
+# environment's install is tried twice, the second time without pip's cache: of the CUDA wheels
+# torch 2.9.1 pulls (8 GB installed), one corrupt download (a sha256 mismatch, gone on the next
+# download) once failed CI. The empty last line keeps the next $(foreach) expansion's first line a
+# recipe line of its own.
+wheel_env_packages = torch==$(1) intel-sycl-rt==$(2) intel-cmplr-lib-ur==$(2) \
+	intel-cmplr-lib-rt==$(2) intel-opencl-rt==$(2) pytest hypothesis numpy
 define wheel_env_test
 	@echo "== torch $(2), intel-sycl-rt $(3): $(notdir $(WHEEL))"
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
-	$(1)/bin/python $(PIP) torch==$(2) intel-sycl-rt==$(3) intel-cmplr-lib-ur==$(3) \
-	  intel-cmplr-lib-rt==$(3) intel-opencl-rt==$(3) pytest hypothesis numpy
+	$(1)/bin/python $(PIP) $(call wheel_env_packages,$(2),$(3)) || \
+	  $(1)/bin/python $(PIP) --no-cache-dir $(call wheel_env_packages,$(2),$(3))
 	env PATH=$(CURDIR)/$(1)/bin $(1)/bin/python $(PIP) $(WHEEL)
 	cd tests && ../$(1)/bin/python -m pytest -q -ra $(4)
 	rm -rf $(1)
