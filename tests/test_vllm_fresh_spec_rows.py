@@ -24,7 +24,8 @@ from batches import GDNConfig, assert_close, clone_args, make_batch  # noqa: E40
 from gdn_xpu.reference import gdn_attention_reference  # noqa: E402
 from test_vllm_padded_batches import (  # noqa: E402, F401
     builder, checkpoint, common_metadata, op_args)
-from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next  # noqa: E402
+from vllm_runs import (REFERENCE_TOP_LOGPROBS, check_same_greedy_generation,  # noqa: E402
+                       generate, write_tiny_qwen3_next)
 
 SPEC_CFG = GDNConfig(num_k_heads=2, num_v_heads=4, head_k_dim=64, head_v_dim=64, num_slots=16,
                      num_spec=2)
@@ -83,7 +84,7 @@ def test_new_one_token_prompts_under_speculation_match_plain_greedy(tmp_path):
     requests_file = tmp_path / "requests.json"
     requests_file.write_text(json.dumps(load))
     run = ("--requests-file", str(requests_file), "--max-num-seqs", "4", "--no-prefix-caching",
-           "--logprobs", "2")
+           "--logprobs", REFERENCE_TOP_LOGPROBS)
     spec = generate(path, tmp_path, True, *run, "--spec")
     plain = generate(path, tmp_path, True, *run)
     print(f"guard reset {spec['fresh_spec_rows']} rows; spec rows {spec['spec']['row_len_hist']}"

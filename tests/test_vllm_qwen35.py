@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from vllm_runs import check_same_greedy_generation, generate
+from vllm_runs import REFERENCE_TOP_LOGPROBS, check_same_greedy_generation, generate
 
 pytest.importorskip("vllm")
 
@@ -27,8 +27,8 @@ STAND_INS = HERE / "stand_ins"
 # Prompts of 5 to 70 tokens with at most 16 tokens per engine step: every prompt but the
 # 5-token one is prefilled over several steps (chunked prefill: later chunks start from the
 # GDN state and conv history the earlier ones left: has_initial_state on a prefill row).
-RUN = ("--prompts", "long", "--max-tokens", "12", "--logprobs", "2", "--prompt-logprobs", "2",
-       "--max-num-batched-tokens", "16")
+RUN = ("--prompts", "long", "--max-tokens", "12", "--logprobs", REFERENCE_TOP_LOGPROBS,
+       "--prompt-logprobs", "2", "--max-num-batched-tokens", "16")
 # Two implementations of a bf16 model: gdn_xpu (on the SYCL CPU device) and vLLM-CPU's
 # GDN kernels round differently (core output, gated norm input, all in bf16 between layers).
 # This random tiny model's distribution is nearly flat (logprobs between about -6.7 and -5.4;

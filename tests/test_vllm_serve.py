@@ -23,7 +23,8 @@ pytest.importorskip("vllm")
 
 import requests  # noqa: E402  (vLLM's dependency)
 
-from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next  # noqa: E402
+from vllm_runs import (REFERENCE_TOP_LOGPROBS, check_same_greedy_generation,  # noqa: E402
+                       generate, write_tiny_qwen3_next)
 from vllm_serve import Server, complete, log_errors, make_requests, run_load  # noqa: E402
 
 CONCURRENCY = 16
@@ -70,8 +71,8 @@ def test_served_engine_under_load(checkpoint, tmp_path):
 
     # The offline engine: the same engine arguments without speculation, plain greedy, routed.
     ref = generate(checkpoint, tmp_path, True, "--requests-file", str(requests_file),
-                   "--logprobs", "2", "--max-model-len", "512", "--max-num-seqs", "16",
-                   "--no-prefix-caching")
+                   "--logprobs", REFERENCE_TOP_LOGPROBS, "--max-model-len", "512",
+                   "--max-num-seqs", "16", "--no-prefix-caching")
     assert ref["raw_op_calls"] > 0
 
     server = Server(checkpoint, tmp_path / "server.log", True, spec=True,

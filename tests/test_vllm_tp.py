@@ -16,12 +16,14 @@ import os
 
 import pytest
 
-from vllm_runs import check_same_greedy_generation, generate, write_tiny_qwen3_next
+from vllm_runs import (REFERENCE_TOP_LOGPROBS, check_same_greedy_generation,
+                       generate, write_tiny_qwen3_next)
 
 pytest.importorskip("vllm")
 
 TOL = 0.02  # as test_vllm_e2e.py's spec test: 5 bf16 steps of these logits
-RUN = ("--tp", "2", "--max-tokens", "20", "--logprobs", "2", "--prompt-logprobs", "2")
+RUN = ("--tp", "2", "--max-tokens", "20", "--logprobs", REFERENCE_TOP_LOGPROBS,
+       "--prompt-logprobs", "2")
 
 
 @pytest.fixture(scope="module")
